@@ -1,0 +1,178 @@
+"""Frozen configurations of the STLDM networks, with the paper and CPU presets.
+
+Every number here is a fact of ``shared/design/STLDM.md`` unless its comment says otherwise.
+A configuration is saved as ``config.json`` in each checkpoint, so it is the single source of
+truth for the shapes of the networks and for the data transform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.transform import PixelTransform
+
+TEMPORAL_NORMS = ("time", "channel")
+ENCODINGS = ("mean", "sample")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Per-frame VAE (section 1): ``num_layers`` ConvSC layers with strides 1, 2, 1, 2, ...
+
+    The latent has ``channels`` channels and ``2 ** (num_layers // 2)`` times fewer pixels per side.
+    """
+
+    in_channels: int = 1
+    channels: int = 32
+    num_layers: int = 4
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (self.num_layers // 2)
+
+
+@dataclass(frozen=True)
+class TranslatorConfig:
+    """gSTA translator (section 2): ``num_blocks`` blocks at ``hidden`` channels."""
+
+    hidden: int = 512
+    num_blocks: int = 8
+    mlp_ratio: float = 8.0
+    drop_path: float = 0.0  # the last block's rate; the first block's is 0.01 (linear in between)
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Spatio-temporal latent U-Net (section 3).
+
+    Channels are ``[latent, base * m for m in channel_mults]``; level ``n`` uses linear
+    attention in patches of ``patch_size // 2 ** n`` pixels (``None``: full attention).
+    ``temporal_norm="time"`` reproduces the reference code's pre-norm over the time axis
+    (section 7.1); ``"channel"`` is the usual channel-wise norm.
+    """
+
+    base_channels: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 4, 8)
+    groups: int = 8
+    heads: int = 4
+    head_dim: int = 32
+    patch_size: int | None = 16
+    temporal_attention: bool = True
+    temporal_norm: str = "time"
+
+    def __post_init__(self) -> None:
+        if self.temporal_norm not in TEMPORAL_NORMS:
+            raise ValueError(f"temporal_norm must be one of {TEMPORAL_NORMS}, got {self.temporal_norm!r}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Sigmoid schedule, v-prediction, DDIM (section 4)."""
+
+    train_steps: int = 50
+    sample_steps: int = 20
+    schedule_start: float = -3.0
+    schedule_end: float = 3.0
+    schedule_tau: float = 1.0
+    cond_drop_prob: float = 0.15
+
+
+@dataclass(frozen=True)
+class STLDMConfig:
+    """Whole model: ``t_in`` frames of ``size x size`` pixels in, ``t_out`` frames out.
+
+    ``size`` is the frame size the model was built and trained for; the networks are fully
+    convolutional and accept any multiple of :attr:`size_multiple`.
+    """
+
+    t_in: int = 5
+    t_out: int = 20
+    size: int = 128
+    preset: str = "paper"
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    translator: TranslatorConfig = field(default_factory=TranslatorConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    transform: PixelTransform = field(default_factory=PixelTransform)
+
+    def __post_init__(self) -> None:
+        if self.t_in < 1 or self.t_out < 1:
+            raise ValueError(f"t_in and t_out must be positive, got {self.t_in}, {self.t_out}")
+        if self.size % self.size_multiple:
+            raise ValueError(f"size must be a multiple of {self.size_multiple}, got {self.size}")
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame sides must be multiples of this (VAE stride x U-Net strides x patch grid)."""
+        levels = len(self.denoiser.channel_mults)
+        unet = 2 ** (levels - 1)
+        patch = self.denoiser.patch_size or 1
+        return self.vae.downsample * max(unet, patch)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.channels
+
+    @classmethod
+    def paper(cls, t_in: int = 5, t_out: int = 20, size: int = 128) -> STLDMConfig:
+        """The authors' configuration (80,980,769 parameters for 5 -> 20)."""
+        return cls(t_in=t_in, t_out=t_out, size=size, preset="paper")
+
+    @classmethod
+    def small(cls, t_in: int = 5, t_out: int = 20, size: int = 128) -> STLDMConfig:
+        """CPU serving and training: same architecture, narrower (see README, benchmark)."""
+        return cls(
+            t_in=t_in,
+            t_out=t_out,
+            size=size,
+            preset="small",
+            vae=VAEConfig(channels=8, num_layers=4),
+            translator=TranslatorConfig(hidden=128, num_blocks=4, mlp_ratio=4.0),
+            denoiser=DenoiserConfig(
+                base_channels=16,
+                channel_mults=(1, 2, 4, 8),
+                heads=2,
+                head_dim=16,
+                patch_size=16,
+                temporal_norm="channel",
+            ),
+        )
+
+    @classmethod
+    def preset_named(cls, name: str, *, t_in: int = 5, t_out: int = 20, size: int = 128) -> STLDMConfig:
+        presets = {"paper": cls.paper, "small": cls.small}
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; valid presets: {sorted(presets)}")
+        return presets[name](t_in=t_in, t_out=t_out, size=size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> STLDMConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        parts = {
+            "vae": VAEConfig,
+            "translator": TranslatorConfig,
+            "denoiser": DenoiserConfig,
+            "diffusion": DiffusionConfig,
+            "transform": PixelTransform,
+        }
+        kwargs: dict[str, Any] = {}
+        top = {f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in top:
+                raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(top)}")
+            if key in parts:
+                sub = parts[key]
+                names = {f.name for f in dataclasses.fields(sub)}
+                extra = set(value) - names
+                if extra:
+                    raise ValueError(f"unknown {key} config keys {sorted(extra)}; valid: {sorted(names)}")
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+                kwargs[key] = sub(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)

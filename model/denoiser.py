@@ -1,0 +1,178 @@
+"""Spatio-temporal latent denoiser of STLDM (STLDM.md section 3), a U-Net on latent videos.
+
+Notation: x_t (B, T, C, h, w) noisy latents of the T output frames at diffusion step t;
+the condition mu (B, T, C, h, w) is the translator's mean; the output is the v-prediction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.blocks import (
+    FullSpatialAttention,
+    PatchLinearAttention,
+    ResBlock,
+    TemporalAttention,
+    TimeEmbedding,
+)
+from model.config import DenoiserConfig
+
+
+def spatial_attention(dim: int, patch: int | None, config: DenoiserConfig) -> nn.Module:
+    if patch is None:
+        return FullSpatialAttention(dim, heads=config.heads, head_dim=config.head_dim)
+    return PatchLinearAttention(dim, patch=patch, heads=config.heads, head_dim=config.head_dim)
+
+
+def temporal_attention(dim: int, config: DenoiserConfig) -> nn.Module | None:
+    if not config.temporal_attention:
+        return None  # the "spatial only" ablation: identity
+    return TemporalAttention(dim, heads=config.heads, head_dim=config.head_dim, norm=config.temporal_norm)
+
+
+def frames_apply(module: nn.Module | None, x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Apply temporal attention to (B*T, C, H, W) frames; identity when module is None."""
+    if module is None:
+        return x
+    n, c, h, w = x.shape
+    return module(x.reshape(n // frames, frames, c, h, w)).reshape(n, c, h, w)
+
+
+class DownLevel(nn.Module):
+    """concat condition -> ResBlock(2C->C, time) -> spatial attn [S skip] -> ResBlock(C->C)
+    -> temporal attn [T skip] -> downsample (or a 3x3 channel change at the deepest level)."""
+
+    def __init__(self, dim: int, dim_out: int, *, patch: int | None, last: bool, time_dim: int,
+                 config: DenoiserConfig) -> None:
+        super().__init__()
+        self.res1 = ResBlock(2 * dim, dim, time_dim=time_dim, groups=config.groups)
+        self.spatial_attn = spatial_attention(dim, patch, config)
+        self.res2 = ResBlock(dim, dim, time_dim=None, groups=config.groups)  # STLDM.md 7.4
+        self.temporal_attn = temporal_attention(dim, config)
+        if last:
+            self.downsample = nn.Conv2d(dim, dim_out, 3, padding=1)
+        else:
+            self.downsample = nn.Conv2d(dim, dim_out, 4, stride=2, padding=1)
+
+
+class MidLevel(nn.Module):
+    def __init__(self, dim: int, *, time_dim: int, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.res1 = ResBlock(dim, dim, time_dim=time_dim, groups=config.groups)
+        self.spatial_attn = FullSpatialAttention(dim, heads=config.heads, head_dim=config.head_dim)
+        self.res2 = ResBlock(dim, dim, time_dim=time_dim, groups=config.groups)
+        self.temporal_attn = temporal_attention(dim, config)
+        self.res3 = ResBlock(dim, dim, time_dim=time_dim, groups=config.groups)
+
+
+class UpLevel(nn.Module):
+    """upsample -> temporal attn -> concat T skip -> ResBlock -> spatial attn -> concat S skip
+    -> ResBlock."""
+
+    def __init__(self, dim: int, skip: int, dim_out: int, *, patch: int | None, first: bool,
+                 time_dim: int, config: DenoiserConfig) -> None:
+        super().__init__()
+        if first:
+            self.upsample: nn.Module = nn.Conv2d(dim, dim, 3, padding=1)
+        else:
+            self.upsample = nn.ConvTranspose2d(dim, dim, 4, stride=2, padding=1)
+        self.spatial_attn = spatial_attention(dim, patch, config)
+        self.res1 = ResBlock(dim + skip, dim, time_dim=time_dim, groups=config.groups)
+        self.temporal_attn = temporal_attention(dim, config)
+        self.res2 = ResBlock(dim + skip, dim_out, time_dim=time_dim, groups=config.groups)
+
+
+class Denoiser(nn.Module):
+    """v-prediction U-Net: ``denoiser(x_t, t, cond)`` -> v, all (B, T, C, h, w)."""
+
+    def __init__(self, config: DenoiserConfig, *, channels: int) -> None:
+        super().__init__()
+        self.config = config
+        base = config.base_channels
+        levels = len(config.channel_mults)
+        dims = [channels] + [base * m for m in config.channel_mults]
+        time_dim = 4 * base
+        patches = [
+            None if config.patch_size is None else config.patch_size // 2**n for n in range(levels)
+        ]
+        self.time_embed = TimeEmbedding(base, time_dim)
+        self.down = nn.ModuleList(
+            DownLevel(dims[n], dims[n + 1], patch=patches[n], last=n == levels - 1,
+                      time_dim=time_dim, config=config)
+            for n in range(levels)
+        )
+        # Condition pyramid; the deepest conv is never used but is part of the published
+        # checkpoint layout (STLDM.md 7.5), so it is kept for weight compatibility.
+        self.cond_down = nn.ModuleList(
+            nn.Conv2d(dims[n], dims[n + 1], 4, stride=2, padding=1) for n in range(levels)
+        )
+        self.mid = MidLevel(dims[-1], time_dim=time_dim, config=config)
+        self.up = nn.ModuleList(
+            UpLevel(dims[levels - n], dims[levels - n - 1], dims[levels - n - 1],
+                    patch=patches[levels - n - 1], first=n == 0, time_dim=time_dim, config=config)
+            for n in range(levels)
+        )
+
+    def condition_pyramid(self, cond: torch.Tensor | None, like: torch.Tensor,
+                          null: torch.Tensor | None) -> list[torch.Tensor]:
+        """Condition at every level; zeros for the null condition (rows where ``null`` is True)."""
+        levels = len(self.down)
+        if cond is None:
+            return [None] * levels  # type: ignore[list-item]
+        n, c, h, w = like.shape
+        keep = None if null is None else (~null).to(cond.dtype).repeat_interleave(n // null.shape[0])
+        pyramid = []
+        level = cond.reshape(n, c, h, w)
+        for i in range(levels):
+            pyramid.append(level if keep is None else level * keep[:, None, None, None])
+            if i < levels - 1:
+                level = self.cond_down[i](level)
+        return pyramid
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, *,
+                null: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict v.
+
+        Parameters
+        ----------
+        x : (B, T, C, h, w) noisy latents x_t.
+        t : (B,) integer diffusion steps in [0, train_steps).
+        cond : (B, T, C, h, w) translator mean, or None for the null condition (zeros).
+        null : (B,) bool, optional; rows that take the null condition although ``cond`` is given.
+
+        Returns
+        -------
+        (B, T, C, h, w) v-prediction.
+        """
+        b, frames, c, h, w = x.shape
+        temb = self.time_embed(t).repeat_interleave(frames, dim=0)  # (B*T, time_dim)
+        out = x.reshape(b * frames, c, h, w)
+        conds = self.condition_pyramid(cond, out, null)
+        skips = []
+        for level, level_cond in zip(self.down, conds, strict=True):
+            if level_cond is None:
+                level_cond = torch.zeros_like(out)
+            out = level.res1(torch.cat((out, level_cond), dim=1), temb)
+            out = level.spatial_attn(out)
+            spatial_skip = out
+            out = level.res2(out)
+            out = frames_apply(level.temporal_attn, out, frames)
+            skips.append((spatial_skip, out))
+            out = level.downsample(out)
+
+        mid = self.mid
+        out = mid.res1(out, temb)
+        out = mid.spatial_attn(out)
+        out = mid.res2(out, temb)
+        out = frames_apply(mid.temporal_attn, out, frames)
+        out = mid.res3(out, temb)
+
+        for level in self.up:
+            spatial_skip, temporal_skip = skips.pop()
+            out = level.upsample(out)
+            out = frames_apply(level.temporal_attn, out, frames)
+            out = level.res1(torch.cat((out, temporal_skip), dim=1), temb)
+            out = level.spatial_attn(out)
+            out = level.res2(torch.cat((out, spatial_skip), dim=1), temb)
+        return out.reshape(b, frames, -1, h, w)

@@ -1,0 +1,154 @@
+"""Ensemble sampling: members x guidance in one batch, one generator per member.
+
+Member ``k`` of a request with seed ``s`` starts from noise drawn by a CPU ``torch.Generator``
+seeded from ``(s, k)`` alone, and every network runs per sample (BatchNorm in eval mode), so
+a member does not change when other members or requests share the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from model.config import ENCODINGS
+from model.denoiser import Denoiser
+from model.scheduler import DDIMScheduler
+from model.vae import reparameterise
+
+
+def cfg(pred_cond: torch.Tensor, pred_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on v: ``(1 + w) * v_cond - w * v_uncond`` with w = ``scale``.
+
+    ``scale = 0`` is the conditional prediction alone.
+    """
+    return (1 + scale) * pred_cond - scale * pred_uncond
+
+
+def member_generator(seed: int, member: int, stream: str = "noise") -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, member, stream)."""
+    digest = hashlib.blake2b(f"{seed}:{member}:{stream}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def member_noise(shape: Sequence[int], seeds: Sequence[int], members: int,
+                 stream: str = "noise") -> torch.Tensor:
+    """(len(seeds), members, *shape) standard normal noise on the CPU, one generator each."""
+    return torch.stack([
+        torch.stack([torch.randn(tuple(shape), generator=member_generator(s, k, stream))
+                     for k in range(members)])
+        for s in seeds
+    ])
+
+
+@torch.inference_mode()
+def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Tensor,
+                   noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0) -> torch.Tensor:
+    """Run the DDIM loop (eta = 0) from ``noise`` under condition ``cond``.
+
+    Parameters
+    ----------
+    cond : (N, T, C, h, w) translator means, one row per ensemble member.
+    noise : (N, T, C, h, w) initial latents x_T.
+    steps : DDIM steps (20 in the paper).
+    guidance : CFG scale w; when non-zero the conditional and null passes run as one batch.
+
+    Returns
+    -------
+    (N, T, C, h, w) predicted clean latents x0.
+    """
+    n = noise.shape[0]
+    x = noise
+    if guidance != 0:
+        cond = torch.cat((cond, cond))
+        null = torch.cat((torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)))
+        null = null.to(noise.device)
+    for t, t_prev in scheduler.timesteps(steps):
+        if guidance != 0:
+            times = torch.full((2 * n,), t, dtype=torch.long, device=x.device)
+            v_cond, v_null = denoiser(torch.cat((x, x)), times, cond, null=null).float().chunk(2)
+            v = cfg(v_cond, v_null, guidance)
+        else:
+            times = torch.full((n,), t, dtype=torch.long, device=x.device)
+            v = denoiser(x, times, cond).float()
+        x = scheduler.step(v, t, t_prev, x)
+    return x
+
+
+@dataclass
+class Forecast:
+    """members (B, K, T_out, H, W) and first_estimate (B, T_out, H, W), pixels in [0, 1]."""
+
+    members: torch.Tensor
+    first_estimate: torch.Tensor
+
+
+def decode_frames(vae, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """(N, C, h, w) latents -> (N, H, W) pixels, decoded in chunks to bound memory."""
+    return torch.cat([vae.decode(part)[:, 0] for part in z.split(chunk)])
+
+
+@torch.inference_mode()
+def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guidance: float = 1.0,
+             seed: int | Sequence[int] = 0, encoding: str = "mean",
+             autocast_dtype: torch.dtype | None = None) -> Forecast:
+    """Sample an ensemble nowcast.
+
+    Parameters
+    ----------
+    model : STLDM in eval mode.
+    x : (B, T_in, H, W) input frames, pixels in [0, 1]; H, W multiples of
+        ``model.config.size_multiple``.
+    members : ensemble size K.
+    steps : DDIM steps.
+    guidance : CFG scale w (1.0 as in the paper; 0 skips the null pass).
+    seed : one seed for all requests, or one per request (length B).
+    encoding : "mean" (default) conditions on the encoder means of the inputs, so the only
+        randomness is each member's initial noise; "sample" draws the input latents and the
+        first estimate like the reference code (STLDM.md 7.2), from the request's seed.
+    autocast_dtype : e.g. ``torch.bfloat16`` to run the networks under autocast.
+
+    Returns
+    -------
+    Forecast with members (B, K, T_out, H, W) and the translator's decoded first estimate
+    (B, T_out, H, W), pixels in [0, 1].
+    """
+    config = model.config
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if x.ndim != 4 or x.shape[1] != config.t_in:
+        raise ValueError(f"x must be (B, {config.t_in}, H, W), got {tuple(x.shape)}")
+    size = config.size_multiple
+    if x.shape[-1] % size or x.shape[-2] % size:
+        raise ValueError(f"frame sides must be multiples of {size}, got {tuple(x.shape[-2:])}")
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    b = x.shape[0]
+    seeds = [seed] * b if isinstance(seed, int) else list(seed)
+    if len(seeds) != b:
+        raise ValueError(f"seed must be an int or {b} ints, got {len(seeds)}")
+    device = next(model.parameters()).device
+    dtype = autocast_dtype or torch.float32
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        frames = x.to(device, torch.float32).reshape(-1, 1, *x.shape[-2:])
+        mean, logvar = model.vae.encode(frames)
+        latent_shape = mean.shape[1:]
+        z = mean.float().reshape(b, config.t_in, *latent_shape)
+        if encoding == "sample":
+            eps = member_noise((config.t_in, *latent_shape), seeds, 1, "encode")[:, 0]
+            z = reparameterise(z, logvar.float().reshape(z.shape), eps.to(device))
+        mu, mu_logvar = (part.float() for part in model.translator(z))
+        estimate = mu
+        if encoding == "sample":
+            eps = member_noise(mu.shape[1:], seeds, 1, "estimate")[:, 0]
+            estimate = reparameterise(mu, mu_logvar, eps.to(device))
+        first = decode_frames(model.vae, estimate.flatten(0, 1)).reshape(b, config.t_out, *x.shape[-2:])
+        noise = member_noise(mu.shape[1:], seeds, members).to(device)  # (B, K, T, C, h, w)
+        cond = mu[:, None].expand(-1, members, *mu.shape[1:]).flatten(0, 1)
+        z0 = sample_latents(model.denoiser, model.scheduler, cond, noise.flatten(0, 1),
+                            steps=steps, guidance=guidance)
+        out = decode_frames(model.vae, z0.flatten(0, 1))
+    out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
+    return Forecast(members=out, first_estimate=first.float())

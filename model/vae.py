@@ -1,0 +1,92 @@
+"""Per-frame VAE of STLDM (STLDM.md section 1): ConvSC stacks, no skips, no attention."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import VAEConfig
+
+
+class ConvSC(nn.Module):
+    """3x3 conv (transposed when upsampling) -> GroupNorm(2) -> LeakyReLU(0.2)."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, stride: int, transpose: bool = False) -> None:
+        super().__init__()
+        if transpose and stride > 1:
+            self.conv: nn.Module = nn.ConvTranspose2d(
+                dim_in, dim_out, 3, stride=stride, padding=1, output_padding=stride // 2
+            )
+        else:
+            self.conv = nn.Conv2d(dim_in, dim_out, 3, stride=stride, padding=1)
+        self.norm = nn.GroupNorm(2, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(self.norm(self.conv(x)), 0.2)
+
+
+def strides(num_layers: int) -> list[int]:
+    """Encoder strides 1, 2, 1, 2, ...; the decoder mirrors them."""
+    return [1 + i % 2 for i in range(num_layers)]
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        c = config.channels
+        dims = [config.in_channels] + [c] * config.num_layers
+        self.blocks = nn.ModuleList(
+            ConvSC(dims[i], dims[i + 1], stride=s) for i, s in enumerate(strides(config.num_layers))
+        )
+        self.moments = nn.Conv2d(c, 2 * c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for block in self.blocks:
+            x = block(x)
+        mean, logvar = self.moments(x).chunk(2, dim=1)
+        return mean, logvar
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        c = config.channels
+        self.proj_in = nn.Conv2d(c, c, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            ConvSC(c, c, stride=s, transpose=True) for s in reversed(strides(config.num_layers))
+        )
+        self.readout = nn.Conv2d(c, config.in_channels, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.proj_in(z)
+        for block in self.blocks:
+            x = block(x)
+        return torch.sigmoid(self.readout(x))
+
+
+class VAE(nn.Module):
+    """Frames ``(N, 1, H, W)`` in [0, 1] <-> latents ``(N, C, H/f, W/f)``, f = ``config.downsample``."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, 1, H, W) pixels -> mean, logvar, each (N, C, H/f, W/f)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, C, h, w) latents -> (N, 1, h*f, w*f) pixels in [0, 1]."""
+        return self.decoder(z)
+
+
+def reparameterise(
+    mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A sample ``mean + exp(logvar / 2) * noise`` of N(mean, exp(logvar)); noise drawn if None."""
+    if noise is None:
+        noise = torch.randn_like(mean)
+    return mean + torch.exp(0.5 * logvar) * noise
