@@ -1,0 +1,32 @@
+# Set-up is part of every target: a fresh clone needs nothing but python3 and make.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EVENT ?= ../shared/radar/events/fmi_20160928.nc
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first: on the project machines this resolves to the local CPU build
+	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.4,<3"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nowcast forecast --input $(EVENT) --output out/nowcast.nc
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[eval]"
+	$(VENV)/bin/nowcast bench
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

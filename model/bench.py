@@ -1,0 +1,153 @@
+"""``nowcast bench``: seconds per ensemble and achieved GFLOP/s, side by side with pysteps.
+
+Timings are medians over repeats after a warm-up. Where a full 20-step ensemble would take
+minutes (the paper preset on a CPU), the time is composed exactly from a 1-step forecast
+(encoding, translator, one denoiser call, decoding) plus 19 separately timed denoiser calls.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from model.config import STLDMConfig
+from model.stldm import STLDM
+
+DEFAULT_EVENT = Path(__file__).resolve().parents[2] / "shared" / "radar" / "events" / "fmi_20160928.nc"
+
+
+@dataclass
+class BenchResult:
+    preset: str
+    device: str
+    dtype: str
+    members: int
+    seconds: float
+    gflop: float
+    method: str
+
+    @property
+    def gflops(self) -> float:
+        return self.gflop / self.seconds
+
+
+def sample_input(config: STLDMConfig, event: Path | None) -> tuple[np.ndarray, int]:
+    """(T_in, size, size) rain rate mm/h from a real event when available, and its step."""
+    if event is not None and event.is_file():
+        from model.radar_sample import cut_window, read_event
+
+        seq = cut_window(read_event(event), start=0, n_frames=config.t_in, size=config.size,
+                         coarsen=4)
+        return np.nan_to_num(seq.values, nan=0.0), seq.timestep_minutes
+    rng = np.random.default_rng(0)
+    return rng.gamma(0.5, 2.0, (config.t_in, config.size, config.size)).astype(np.float32), 5
+
+
+def timed(fn, repeats: int, sync) -> float:
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtype: torch.dtype,
+                repeats: int, compose: bool) -> BenchResult:
+    config = STLDMConfig.preset_named(preset, t_in=x.shape[1], size=x.shape[-1])
+    model = STLDM(config).to(device).eval()
+    x = x.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    amp = None if dtype == torch.float32 else dtype
+
+    def run(steps: int) -> None:
+        model.forecast(x, members=members, steps=steps, guidance=1.0, seed=0, autocast_dtype=amp)
+
+    run(1)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        run(1)
+    one_step_flop = counter.get_total_flops()
+    latent = config.size // config.vae.downsample
+    z = torch.randn(2 * members, config.t_out, config.vae.channels, latent, latent, device=device)
+    t = torch.full((2 * members,), 10, device=device)
+    cond = torch.randn_like(z)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model.denoiser(z, t, cond)
+    call_flop = counter.get_total_flops()
+    gflop = (one_step_flop + 19 * call_flop) / 1e9
+    if compose:
+        def call() -> None:
+            with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=dtype,
+                                                        enabled=amp is not None):
+                model.denoiser(z, t, cond)
+        seconds = timed(lambda: run(1), repeats, sync) + 19 * timed(call, repeats, sync)
+        method = "1 step + 19 denoiser calls"
+    else:
+        run(20)
+        seconds = timed(lambda: run(20), repeats, sync)
+        method = "full 20-step run"
+    return BenchResult(preset, device, str(dtype).removeprefix("torch."), members, seconds,
+                       gflop, method)
+
+
+def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int,
+                  repeats: int) -> float | None:
+    """Median seconds of a pysteps STEPS ensemble on the same input; None without pysteps."""
+    try:
+        import pysteps  # noqa: F401
+    except ImportError:
+        return None
+    from model.pysteps_baseline import steps_nowcast
+
+    def run() -> None:
+        steps_nowcast(frames_mmh, n_members=members, n_leadtimes=t_out, timestep_minutes=step,
+                      seed=0)
+
+    run()
+    return timed(run, repeats, lambda: None)
+
+
+def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | None,
+              with_pysteps: bool, compose_paper_on_cpu: bool = True) -> list[str]:
+    """Run the benchmark and return the printed lines."""
+    lines = []
+    config = STLDMConfig.small()
+    frames, step = sample_input(config, event)
+    transform = config.transform
+    x = torch.from_numpy(transform.to_pixel(frames, "mm/h"))[None]
+    targets = [("cpu", torch.float32)]
+    if torch.cuda.is_available():
+        targets.append(("cuda", torch.bfloat16))
+    lines.append(f"input: {'real radar ' + event.name if event and event.is_file() else 'synthetic'}"
+                 f" {tuple(x.shape)}, {members} members, 20 DDIM steps, guidance 1.0, "
+                 f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    lines.append(f"{'preset':8s} {'device':6s} {'dtype':9s} {'s/ensemble':>11s} {'GFLOP':>9s} "
+                 f"{'GFLOP/s':>9s}  method")
+    results = []
+    for preset in presets:
+        for device, dtype in targets:
+            compose = compose_paper_on_cpu and preset == "paper" and device == "cpu"
+            r = bench_model(preset, x, members=members, device=device, dtype=dtype,
+                            repeats=repeats, compose=compose)
+            results.append(r)
+            lines.append(f"{r.preset:8s} {r.device:6s} {r.dtype:9s} {r.seconds:11.2f} "
+                         f"{r.gflop:9.1f} {r.gflops:9.1f}  {r.method}")
+    if with_pysteps:
+        seconds = bench_pysteps(frames, members=members, t_out=config.t_out, step=step,
+                                repeats=repeats)
+        if seconds is None:
+            lines.append("pysteps STEPS: not installed (pip install 'nowcast[eval]')")
+        else:
+            lines.append(f"pysteps STEPS  cpu    float64   {seconds:11.2f}  (same input, members, leads)")
+            for r in results:
+                if r.device == "cpu":
+                    lines.append(f"ratio {r.preset}/pysteps on cpu: {r.seconds / seconds:.2f}")
+    return lines

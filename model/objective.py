@@ -1,0 +1,131 @@
+"""The end-to-end STLDM objective (STLDM.md section 5) and the training strategies.
+
+Loss = L_VAE (MSE of decoded samples + 1e-6 KL) + L_C (MSE of the decoded first estimate)
+     + L_diffusion (gamma(t)-weighted v-MSE) + L_prior (KL of x_T given x_0 against N(0, I)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from model.vae import reparameterise
+
+STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator")
+COND_DROPS = ("sample", "batch")
+KL_WEIGHT = 1e-6
+
+
+@dataclass
+class LossTerms:
+    """Scalar tensors; ``total`` sums the terms that train something under the strategy."""
+
+    total: torch.Tensor
+    vae: torch.Tensor
+    constraint: torch.Tensor
+    diffusion: torch.Tensor
+    prior: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def kl_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Mean over elements of KL(N(mean, exp(logvar)) || N(0, 1))."""
+    return (0.5 * (logvar.exp() + mean.square() - 1.0 - logvar)).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """MSE over the pixels where ``valid`` is True (all pixels when None)."""
+    if valid is None:
+        return F.mse_loss(pred, target)
+    weight = valid.to(pred.dtype)
+    return ((pred - target).square() * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
+    """Freeze the parts the strategy keeps fixed; return the parameters left to train.
+
+    "end_to_end" trains everything (the paper's default C); "frozen_vae" freezes the VAE (B);
+    "frozen_vae_translator" trains the denoiser alone on a fixed VAE and translator.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    frozen = {"end_to_end": (), "frozen_vae": ("vae",),
+              "frozen_vae_translator": ("vae", "translator")}[strategy]
+    for name in ("vae", "translator", "denoiser"):
+        getattr(model, name).requires_grad_(name not in frozen)
+        if name in frozen:
+            getattr(model, name).eval()  # fixed BatchNorm statistics too
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_to_end",
+               valid: torch.Tensor | None = None, cond_drop: str = "sample") -> LossTerms:
+    """One evaluation of the objective on a batch.
+
+    Parameters
+    ----------
+    model : STLDM (training mode for the parts being trained).
+    x : (B, T_in, H, W) input frames, pixels in [0, 1].
+    y : (B, T_out, H, W) ground-truth future frames, pixels in [0, 1].
+    strategy : one of ``STRATEGIES``; frozen parts add no term to ``total``.
+    valid : (B, T_in + T_out, H, W) bool, optional; pixels with data. Reconstruction terms
+        ignore the others (no-data is not dry).
+    cond_drop : "sample" drops the condition per sample with probability
+        ``config.diffusion.cond_drop_prob``; "batch" decides once per batch as the reference.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if cond_drop not in COND_DROPS:
+        raise ValueError(f"cond_drop must be one of {COND_DROPS}, got {cond_drop!r}")
+    config, scheduler = model.config, model.scheduler
+    b, t_in, height, width = x.shape
+    t_out = y.shape[1]
+    frames = torch.cat((x, y), dim=1)  # (B, T_in + T_out, H, W)
+    valid_out = None if valid is None else valid[:, t_in:]
+
+    # VAE: encode every frame once; the same moments serve all terms below.
+    mean, logvar = model.vae.encode(frames.reshape(-1, 1, height, width))
+    recon = model.vae.decode(reparameterise(mean, logvar)).reshape(frames.shape)
+    vae_term = masked_mse(recon, frames, valid) + KL_WEIGHT * kl_standard_normal(mean, logvar)
+    mean = mean.reshape(b, t_in + t_out, *mean.shape[1:])
+    logvar = logvar.reshape(mean.shape)
+
+    # Translator: first estimate from sampled input latents; L_C on its decoding.
+    z_in = reparameterise(mean[:, :t_in], logvar[:, :t_in])
+    mu, mu_logvar = model.translator(z_in)
+    estimate = reparameterise(mu, mu_logvar)
+    decoded = model.vae.decode(estimate.flatten(0, 1)).reshape(y.shape)
+    constraint = masked_mse(decoded, y, valid_out)
+
+    # Diffusion on the encoder means of the future frames, conditioned on mu (not detached).
+    x0 = mean[:, t_in:].detach()
+    steps = torch.randint(0, scheduler.num_train_steps, (b,), device=x.device)
+    noise = torch.randn_like(x0)
+    x_t = scheduler.add_noise(x0, noise, steps)
+    p = config.diffusion.cond_drop_prob
+    if cond_drop == "batch":
+        null = torch.full((b,), bool(torch.rand(()) < p), device=x.device)
+    else:
+        null = torch.rand(b, device=x.device) < p
+    v = model.denoiser(x_t, steps, mu, null=null)
+    per_sample = (v - scheduler.v_target(x0, noise, steps)).square().flatten(1).mean(dim=1)
+    diffusion = (per_sample * scheduler.loss_weight(steps)).mean()
+
+    # Prior: q(x_T | x_0) against N(0, I) at the last training step.
+    last = torch.full((b,), scheduler.num_train_steps - 1, dtype=torch.long, device=x.device)
+    ones = torch.ones_like(x0)
+    prior_mean = scheduler.add_noise(x0, torch.zeros_like(x0), last)
+    prior_logvar = 2 * torch.log(scheduler.add_noise(torch.zeros_like(x0), ones, last))
+    prior = kl_standard_normal(prior_mean, prior_logvar)
+
+    total = diffusion + prior
+    if strategy == "end_to_end":
+        total = total + vae_term + constraint
+    elif strategy == "frozen_vae":
+        total = total + constraint
+    return LossTerms(total=total, vae=vae_term, constraint=constraint, diffusion=diffusion,
+                     prior=prior)

@@ -1,0 +1,1 @@
+"""The nowcasting service: HTTP API, Redis queue, batched ensemble worker."""

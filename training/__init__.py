@@ -1,0 +1,1 @@
+"""Offline training of STLDM on radar data (data pipeline, `nowcast train`)."""
