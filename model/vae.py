@@ -59,7 +59,8 @@ class Decoder(nn.Module):
         self.readout = nn.Conv2d(c, config.in_channels, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.proj_in(z)
+        # channels-last: oneDNN's few-channel convolutions at full resolution run ~2x faster
+        x = self.proj_in(z.contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             x = block(x)
         return torch.sigmoid(self.readout(x))
