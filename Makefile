@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EVENT ?= ../shared/radar/events/fmi_20160928.nc
+EVENTS ?= ../shared/radar/events
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench train clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,6 +28,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[eval]"
 	$(VENV)/bin/nowcast bench
+
+# The default model on a CPU in under an hour (TrainConfig defaults: 55 min budget), to runs/default;
+# resume an interrupted run with `$(VENV)/bin/nowcast train --data $(EVENTS) --resume`.
+train: $(STAMP)
+	$(VENV)/bin/nowcast train --data $(EVENTS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``nowcast`` command line: forecast, import-official, bench."""
+"""The ``nowcast`` command line: forecast, import-official, bench, train."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import main as train_main
+
+    return train_main(args.train_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nowcast", description="STLDM precipitation nowcasting")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -114,11 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event", type=Path, default=None, help="radar event file for the input")
     p.add_argument("--no-pysteps", action="store_true", help="skip the pysteps STEPS timing")
     p.set_defaults(func=cmd_bench)
+
+    # The training flags live with TrainConfig (training/config.py); they are parsed there so
+    # that the other commands never import training. `nowcast train --help` lists them.
+    p = sub.add_parser("train", add_help=False, help="train or fine-tune a model (see train --help)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.train_args = rest
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,133 @@
+"""The knobs of a training run (:class:`TrainConfig`) and the ``nowcast train`` flags.
+
+One name per knob: the field ``batch_size`` is the flag ``--batch-size``, with the same default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.objective import STRATEGIES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EVENTS = REPO_ROOT.parent / "shared" / "radar" / "events"
+SYNTHETIC_WINDOWS = (512, 32)  # train, validation windows of --synthetic
+
+HELP = {
+    "name": "run name; the output folder defaults to runs/<name>",
+    "data": f"radar event files or folders of them (none given: {DEFAULT_EVENTS})",
+    "synthetic": "train on synthetic moving rain cells instead of radar data",
+    "init": "checkpoint folder to fine-tune from (none given: a fresh model)",
+    "preset": "architecture of a fresh model: small or paper",
+    "t_in": "input frames", "t_out": "forecast frames", "size": "frame side in pixels",
+    "cell_km": "grid spacing the radar is resampled to, km",
+    "step_minutes": "time step of the frames, minutes",
+    "val_fraction": "fraction of the data held out for validation",
+    "min_coverage": "smallest fraction of valid pixels a window needs",
+    "augment": "random flips and rotations of training windows",
+    "strategy": f"what is trained: {', '.join(STRATEGIES)}",
+    "steps": "optimiser steps in total", "batch_size": "windows per step and process",
+    "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
+    "warmup_steps": "linear warm-up from 0.1 x lr", "min_lr": "learning rate at the end of the cosine",
+    "grad_clip": "gradient-norm clipping (0: off)", "ema_decay": "EMA of weights (0: off)",
+    "seed": "seed of weights, data order and noise", "device": "auto, cpu, cuda or cuda:N",
+    "bf16": "bfloat16 autocast (CUDA only)", "threads": "torch CPU threads (0: torch's default)",
+    "eval_every": "validate and save <out>/last every this many steps",
+    "val_batches": "validation batches for the loss terms",
+    "val_members": "ensemble members of the validation forecast (0: skip it)",
+    "val_steps": "DDIM steps of the validation forecast",
+    "out": "output folder (none given: runs/<name>)", "resume": "continue from <out>/last",
+    "num_workers": "data-loader worker processes",
+    "max_minutes": "wall-clock budget: stop, validate and save when exceeded (0: none)",
+    "log_every": "write a log.jsonl line every this many steps",
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run; the CLI flags are the same names (``--batch-size``)."""
+
+    name: str = "default"
+    data: tuple[str, ...] = ()
+    synthetic: bool = False
+    init: str = ""
+    preset: str = "small"
+    t_in: int = 5
+    t_out: int = 20
+    size: int = 128
+    cell_km: float = 4.0
+    step_minutes: int = 5
+    val_fraction: float = 0.2
+    min_coverage: float = 0.5
+    augment: bool = True
+    strategy: str = "end_to_end"
+    steps: int = 1500
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 150
+    min_lr: float = 1e-6
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    threads: int = 0
+    eval_every: int = 250
+    val_batches: int = 4
+    val_members: int = 2
+    val_steps: int = 10
+    out: str = ""
+    resume: bool = False
+    num_workers: int = 0
+    max_minutes: float = 55.0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for knob in ("steps", "batch_size", "eval_every", "log_every", "val_batches", "val_steps"):
+            if getattr(self, knob) < 1:
+                raise ValueError(f"{knob} must be >= 1, got {getattr(self, knob)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def resolved(self, device: torch.device) -> TrainConfig:
+        """Defaults filled in (data, out, device): the config written into checkpoints."""
+        data = self.data or (() if self.synthetic else (str(DEFAULT_EVENTS),))
+        return dataclasses.replace(self, data=tuple(data), out=self.out or str(Path("runs") / self.name),
+                                   device=str(device))
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per :class:`TrainConfig` field, same name with dashes, same default."""
+    parser = argparse.ArgumentParser(
+        prog="nowcast train", description="Train STLDM (recipe of STLDM.md section 5) on radar "
+        "event files; writes log.jsonl and the checkpoint folders last/ and best/.")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        text = HELP[field.name] + (f" (default: {field.default})" if field.default not in ("", ()) else "")
+        if field.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default,
+                                help=HELP[field.name])
+        elif field.type.startswith("tuple"):
+            parser.add_argument(flag, nargs="+", default=list(field.default), metavar="PATH", help=text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[field.type]
+            parser.add_argument(flag, type=kind, default=field.default, help=text)
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of command-line flags ``argv`` (``sys.argv[1:]`` when None)."""
+    args = vars(build_parser().parse_args(argv))
+    return TrainConfig(**{**args, "data": tuple(args["data"])})
+

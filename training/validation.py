@@ -1,0 +1,75 @@
+"""Validation during training: loss terms and a cheap ensemble skill check on held-out windows.
+
+Only the validation split of ``training.data`` comes here, never test windows. Every call
+draws the same diffusion steps, noise and latents (a fixed seed inside a forked RNG), so
+successive validations compare the weights and not the draws, and training's own random
+streams are left untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from model.objective import stldm_loss
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean squared error over valid pixels; all arrays (B, T, H, W), pixels in [0, 1]."""
+    weight = valid.to(pred.dtype)
+    return float(((pred - target).square() * weight).sum() / weight.sum().clamp(min=1.0))
+
+
+@torch.no_grad()
+def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int, members: int,
+             steps: int, seed: int, device: torch.device, autocast: bool) -> dict[str, float]:
+    """Mean validation metrics of ``model`` (left in eval mode; the caller restores training mode).
+
+    Parameters
+    ----------
+    batches : loader of dicts with "x" (B, T_in, H, W), "y" (B, T_out, H, W), pixels in [0, 1],
+        and "valid" (B, T_in + T_out, H, W) bool.
+    max_batches : number of batches for the loss terms.
+    members, steps : ensemble size and DDIM steps of the skill check on the first batch
+        (``members = 0`` skips it).
+
+    Returns
+    -------
+    ``loss_<term>`` means over the batches and, for the first batch, the pixel MSE of the
+    decoded first estimate (``mse_first_estimate``), of the ensemble mean
+    (``mse_ensemble_mean``) and of persistence, the last input frame (``mse_persistence``).
+    Empty when there are no batches.
+    """
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for batch in batches:
+            if count >= max_batches:
+                break
+            x, y, valid = (batch[k].to(device) for k in ("x", "y", "valid"))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                terms = stldm_loss(model, x, y, strategy=strategy, valid=valid).as_floats()
+            for name, value in terms.items():
+                sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
+            if count == 0 and members > 0:
+                sums.update(skill(model, x, y, valid[:, x.shape[1]:], members=members, steps=steps,
+                                  seed=seed, autocast=autocast))
+            count += 1
+    return {k: (v / count if k.startswith("loss_") else v) for k, v in sums.items()}
+
+
+def skill(model, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, *, members: int, steps: int,
+          seed: int, autocast: bool) -> dict[str, float]:
+    """Pixel MSE of first estimate, ensemble mean and persistence against ``y`` (B, T_out, H, W)."""
+    dtype = torch.bfloat16 if autocast else None
+    forecast = model.forecast(x, members=members, steps=steps, seed=seed, autocast_dtype=dtype)
+    persistence = x[:, -1:].expand_as(y)
+    return {
+        "mse_first_estimate": masked_mse(forecast.first_estimate, y, valid),
+        "mse_ensemble_mean": masked_mse(forecast.members.mean(dim=1), y, valid),
+        "mse_persistence": masked_mse(persistence, y, valid),
+    }
