@@ -1,0 +1,39 @@
+"""Known answers of the model-card scores: fair CRPS and contingency-table CSI."""
+
+import numpy as np
+import pytest
+
+from training.scorecard import Counts, fair_crps
+
+
+def test_fair_crps_of_a_perfect_ensemble_is_zero():
+    truth = np.full((4, 4), 3.0)
+    assert fair_crps(np.stack([truth] * 5), truth, np.ones((4, 4), bool)) == pytest.approx(0.0)
+
+
+def test_fair_crps_of_one_member_is_the_absolute_error():
+    truth = np.zeros((2, 2))
+    member = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+    assert fair_crps(member, truth, np.ones((2, 2), bool)) == pytest.approx(2.5)
+
+
+def test_fair_crps_of_two_symmetric_members_around_the_truth():
+    # members y-1 and y+1: mean |X - y| = 1, spread term |X1 - X2| * 2 / (2 * 2 * 1) = 1
+    truth = np.zeros((1, 1))
+    members = np.array([[[-1.0]], [[1.0]]])
+    assert fair_crps(members, truth, np.ones((1, 1), bool)) == pytest.approx(0.0)
+
+
+def test_crps_ignores_pixels_without_data():
+    truth = np.zeros((1, 2))
+    members = np.array([[[1.0, 100.0]]])
+    assert fair_crps(members, truth, np.array([[True, False]])) == pytest.approx(1.0)
+
+
+def test_csi_from_summed_counts():
+    counts = Counts(1)
+    truth = np.array([[2.0, 2.0, 0.0, 0.0]])
+    forecast = np.array([[[2.0, 0.0, 2.0, 0.0]]])  # one hit, one miss, one false alarm
+    counts.add(0, forecast, truth, np.ones((1, 4), bool), threshold=1.0)
+    counts.add(0, forecast, truth, np.ones((1, 4), bool), threshold=1.0)
+    assert counts.csi()[0] == pytest.approx(1 / 3)

@@ -1,0 +1,174 @@
+"""Score a trained checkpoint on its own validation windows and write its model card.
+
+``python -m training.scorecard --checkpoint runs/default/best --out checkpoints/default``
+rebuilds the validation split the run used (from the manifest's training config), forecasts
+every window with the ensemble, and scores against persistence (the last input frame):
+
+- CSI at 1 mm/h from contingency counts summed over pixels, windows and members (each member
+  scored, as in the paper), per lead time;
+- CRPS in mm/h, the fair ensemble form
+  ``mean_i |X_i - y| - sum_ij |X_i - X_j| / (2 K (K - 1))`` (the MAE for persistence).
+Only pixels with data in the truth count. The checkpoint is copied to ``--out`` with the
+scores in its manifest and a ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.checkpoint import MANIFEST_FILE, load_checkpoint, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def fair_crps(members: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
+    """Mean fair CRPS of (K, H, W) members vs (H, W) truth over ``valid`` (H, W) pixels, mm/h."""
+    k = members.shape[0]
+    skill = np.abs(members - truth).mean(axis=0)
+    if k > 1:
+        spread = np.abs(members[:, None] - members[None]).sum(axis=(0, 1)) / (2 * k * (k - 1))
+        skill = skill - spread
+    return float(skill[valid].mean())
+
+
+class Counts:
+    """Contingency counts per lead time, summed over everything scored."""
+
+    def __init__(self, n_leads: int) -> None:
+        self.hits = np.zeros(n_leads)
+        self.misses = np.zeros(n_leads)
+        self.false_alarms = np.zeros(n_leads)
+
+    def add(self, lead: int, forecast: np.ndarray, truth: np.ndarray, valid: np.ndarray,
+            threshold: float) -> None:
+        """forecast (..., H, W) and truth (H, W) in mm/h; valid (H, W) bool."""
+        f, o = forecast >= threshold, np.broadcast_to(truth >= threshold, forecast.shape)
+        v = np.broadcast_to(valid, forecast.shape)
+        self.hits[lead] += np.sum(f & o & v)
+        self.misses[lead] += np.sum(~f & o & v)
+        self.false_alarms[lead] += np.sum(f & ~o & v)
+
+    def csi(self) -> np.ndarray:
+        return self.hits / np.maximum(self.hits + self.misses + self.false_alarms, 1)
+
+
+def validation_windows(manifest: dict, transform):
+    from training.data import build_datasets
+
+    cfg = manifest["training"]["config"]
+    _, val = build_datasets(
+        manifest["training"]["data"]["files"], t_in=cfg["t_in"], t_out=cfg["t_out"],
+        step_minutes=cfg["step_minutes"],
+        size=cfg["size"], cell_km=cfg["cell_km"], transform=transform,
+        val_fraction=cfg["val_fraction"], seed=cfg["seed"], min_coverage=cfg["min_coverage"],
+        augment=False)
+    return val, cfg["step_minutes"]
+
+
+def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0) -> dict:
+    """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence."""
+    transform, t_out = model.config.transform, model.config.t_out
+    names = ("ensemble", "first_estimate", "persistence")
+    counts = {n: Counts(t_out) for n in names}
+    crps = {n: np.zeros(t_out) for n in names}
+    for i in range(len(windows)):
+        item = windows[i]
+        out = model.forecast(item["x"][None], members=members, seed=seed + i)
+        ens = transform.from_pixel(out.members[0].numpy(), "mm/h")  # (K, T, H, W)
+        first = transform.from_pixel(out.first_estimate[0].numpy(), "mm/h")
+        truth = transform.from_pixel(item["y"].numpy(), "mm/h")
+        last = transform.from_pixel(item["x"][-1].numpy(), "mm/h")
+        valid = item["valid"][model.config.t_in:].numpy()
+        for lead in range(t_out):
+            forecasts = {"ensemble": ens[:, lead], "first_estimate": first[lead][None],
+                         "persistence": last[None]}
+            for name, fc in forecasts.items():
+                counts[name].add(lead, fc, truth[lead], valid[lead], threshold)
+                crps[name][lead] += fair_crps(fc, truth[lead], valid[lead])
+    return {n: {"csi": counts[n].csi().tolist(), "crps": (crps[n] / len(windows)).tolist()}
+            for n in names}
+
+
+def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, members: int) -> str:
+    training = manifest["training"]
+    cfg, data = training["config"], training["data"]
+    leads = [i for i in (5, 11) if i < len(scores["ensemble"]["csi"])]
+    rows = "\n".join(
+        f"| {name} | " + " | ".join(
+            f"{scores[name]['csi'][i]:.3f} | {scores[name]['crps'][i]:.3f}" for i in leads) + " |"
+        for name in scores)
+    heads = " | ".join(f"CSI 1 mm/h @{(i + 1) * step_minutes} min | CRPS @{(i + 1) * step_minutes} min"
+                       for i in leads)
+    return f"""# Default model: {manifest['model_version']}
+
+STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
+{cfg['t_out']} frames of {cfg['size']} x {cfg['size']} cells of {cfg['cell_km']} km at \
+{cfg['step_minutes']}-minute steps. Pixels: HKO-7 convention `(dBZ + 10) / 70`, Marshall-Palmer \
+Z = 200 R^1.6 (`config.json`, `transform`).
+
+## Training
+- Command: `make train` (= `nowcast train --data ../shared/radar/events`), then
+  `python -m training.scorecard --checkpoint runs/default/best --out checkpoints/default`.
+- Data: {', '.join(Path(f).name for f in data.get('files', []))} (MRMS files skipped: their
+  2-minute step does not divide 5 minutes). Windows: {data.get('windows_train')} training,
+  {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_file', {}))}); split by
+  time blocks, no frame in both; flips and rotations for training.
+- Recipe: strategy {cfg['strategy']}, {training['step']} steps of batch {cfg['batch_size']},
+  AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine to {cfg['min_lr']}), weight decay
+  {cfg['weight_decay']}, clipping {cfg['grad_clip']}, EMA {cfg['ema_decay']}, seed {cfg['seed']}.
+- Wall time: {training['wall_seconds'] / 60:.1f} min on {json.dumps(training['hardware'])}.
+- Checkpoint: the lowest validation loss of the run.
+
+## Validation scores ({n_windows} windows, {members} members, 20 DDIM steps, guidance 1.0)
+
+Scored on the validation windows only (never used for gradient steps; they did select this
+checkpoint among the run's saves). CSI counts every member; CRPS is the fair ensemble CRPS in
+mm/h (the MAE for single forecasts). Higher CSI and lower CRPS are better.
+
+| forecast | {heads} |
+|---|{'---|' * (2 * len(leads))}
+{rows}
+
+These few windows from one KNMI event are a sanity check, not a verification: see
+`nowcast evaluate` for the comparison with pysteps on held-out events.
+
+## Licences
+Trained on data from the Finnish Meteorological Institute (FMI), CC BY 4.0, and KNMI (Royal
+Netherlands Meteorological Institute), CC BY 4.0; modified.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.scorecard", description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--members", type=int, default=10)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model = load_checkpoint(args.checkpoint)
+    manifest = read_manifest(args.checkpoint)
+    windows, step = validation_windows(manifest, model.config.transform)
+    with torch.inference_mode():
+        scores = score(model, windows, members=args.members)
+    if args.out.resolve() != args.checkpoint.resolve():
+        shutil.rmtree(args.out, ignore_errors=True)
+        shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
+    manifest["scores"] = {"validation_windows": len(windows), "members": args.members,
+                          "threshold_mm_h": 1.0, "lead_minutes": [(i + 1) * step for i in range(len(
+                              scores["ensemble"]["csi"]))], **scores}
+    (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, scores, step, len(windows),
+                                                       args.members))
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
