@@ -98,6 +98,18 @@ def read_event(path: str | Path, *, quantity: str = "rain_rate") -> RadarSequenc
     )
 
 
+def frame_stride(native_minutes: int, step_minutes: int, *, source: str = "") -> int:
+    """Native frames per model step; ``ValueError`` unless the native step divides ``step_minutes``."""
+    if step_minutes <= 0 or step_minutes % native_minutes:
+        where = f" of {source}" if source else ""
+        raise ValueError(
+            f"step_minutes={step_minutes} is not a multiple of the native {native_minutes} min "
+            f"step{where}; valid steps are multiples of {native_minutes}: "
+            f"{native_minutes}, {2 * native_minutes}, {3 * native_minutes}, ..."
+        )
+    return step_minutes // native_minutes
+
+
 def area_mean(values: np.ndarray, coarsen: int) -> np.ndarray:
     """(T, H, W) -> (T, H // coarsen, W // coarsen) mean of the finite cells of each block.
 
@@ -171,15 +183,11 @@ def cut_window(
     """
     native = seq.timestep_minutes
     step = native if step_minutes is None else step_minutes
-    if step <= 0 or step % native:
-        raise ValueError(
-            f"step_minutes={step} must be a positive multiple of the native {native} min step"
-        )
+    stride = frame_stride(native, step, source=seq.source)
     if n_frames < 1 or size < 1 or coarsen < 1 or start < 0:
         raise ValueError("start must be >= 0 and n_frames, size, coarsen >= 1")
     if (y0 is None) != (x0 is None):
         raise ValueError("give both y0 and x0, or neither to pick the wettest window")
-    stride = step // native
     index = start + stride * np.arange(n_frames)
     if index[-1] >= seq.values.shape[0]:
         raise ValueError(

@@ -46,8 +46,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model.radar_sample import frame_stride
 from model.transform import PixelTransform
-from training.events import EventPixels, frame_stride, load_event, read_header
+from training.events import EventPixels, load_event, read_header
 from training.windows import (
     TRAIN,
     VAL,

@@ -126,18 +126,6 @@ def read_header(path: str | Path) -> EventHeader:
                        native_km, n_frames)
 
 
-def frame_stride(native_minutes: int, step_minutes: int, *, source: str = "") -> int:
-    """Native frames per model step; ``ValueError`` unless the native step divides ``step_minutes``."""
-    if step_minutes <= 0 or step_minutes % native_minutes:
-        where = f" of {source}" if source else ""
-        raise ValueError(
-            f"step_minutes={step_minutes} is not a multiple of the native {native_minutes} min "
-            f"step{where}; valid steps are multiples of {native_minutes}: "
-            f"{native_minutes}, {2 * native_minutes}, {3 * native_minutes}, ..."
-        )
-    return step_minutes // native_minutes
-
-
 def coarsen_factor(native_km: float, cell_km: float, *, source: str = "") -> int:
     """``round(cell_km / native_km)``; ``ValueError`` when the native cells are coarser than that."""
     if cell_km <= 0:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from model.radar_sample import frame_stride
 from model.transform import PixelTransform
 from training.data import build_datasets
-from training.events import coarsen_values, frame_stride
+from training.events import coarsen_values
 from training.windows import tile_origins
 
 TRANSFORM = PixelTransform()
