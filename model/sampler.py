@@ -15,6 +15,7 @@ import torch
 
 from model.config import ENCODINGS
 from model.denoiser import Denoiser
+from model.matching import MATCHINGS, match_cdf
 from model.scheduler import DDIMScheduler
 from model.vae import reparameterise
 
@@ -93,7 +94,7 @@ def decode_frames(vae, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
 @torch.inference_mode()
 def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guidance: float = 1.0,
              seed: int | Sequence[int] = 0, encoding: str = "mean",
-             autocast_dtype: torch.dtype | None = None) -> Forecast:
+             autocast_dtype: torch.dtype | None = None, matching: str = "none") -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -109,6 +110,9 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         randomness is each member's initial noise; "sample" draws the input latents and the
         first estimate like the reference code (STLDM.md 7.2), from the request's seed.
     autocast_dtype : e.g. ``torch.bfloat16`` to run the networks under autocast.
+    matching : "none" returns the decoded members as sampled; "cdf" gives every member and
+        lead time the empirical distribution of the last input frame (probability matching as
+        in pysteps STEPS, :func:`model.matching.match_cdf`); the first estimate stays raw.
 
     Returns
     -------
@@ -123,6 +127,8 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
     size = config.size_multiple
     if x.shape[-1] % size or x.shape[-2] % size:
         raise ValueError(f"frame sides must be multiples of {size}, got {tuple(x.shape[-2:])}")
+    if matching not in MATCHINGS:
+        raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
     b = x.shape[0]
@@ -151,4 +157,6 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
                             steps=steps, guidance=guidance)
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
+    if matching == "cdf":
+        out = match_cdf(out.flatten(1, 2), x[:, -1].to(out)).reshape(out.shape)
     return Forecast(members=out, first_estimate=first.float())

@@ -72,7 +72,8 @@ def validation_windows(manifest: dict, transform):
     return val, cfg["step_minutes"]
 
 
-def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0) -> dict:
+def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0,
+          matching: str = "none") -> dict:
     """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence."""
     transform, t_out = model.config.transform, model.config.t_out
     names = ("ensemble", "first_estimate", "persistence")
@@ -80,7 +81,7 @@ def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0
     crps = {n: np.zeros(t_out) for n in names}
     for i in range(len(windows)):
         item = windows[i]
-        out = model.forecast(item["x"][None], members=members, seed=seed + i)
+        out = model.forecast(item["x"][None], members=members, seed=seed + i, matching=matching)
         ens = transform.from_pixel(out.members[0].numpy(), "mm/h")  # (K, T, H, W)
         first = transform.from_pixel(out.first_estimate[0].numpy(), "mm/h")
         truth = transform.from_pixel(item["y"].numpy(), "mm/h")
