@@ -26,6 +26,7 @@ HELP = {
     "preset": "architecture of a fresh model: small or paper",
     "t_in": "input frames", "t_out": "forecast frames", "size": "frame side in pixels",
     "cell_km": "grid spacing the radar is resampled to, km",
+    "stride": "spacing of the windows in cells (0: size, non-overlapping)",
     "step_minutes": "time step of the frames, minutes",
     "val_fraction": "fraction of the data held out for validation",
     "min_coverage": "smallest fraction of valid pixels a window needs",
@@ -61,6 +62,7 @@ class TrainConfig:
     t_out: int = 20
     size: int = 128
     cell_km: float = 4.0
+    stride: int = 0
     step_minutes: int = 5
     val_fraction: float = 0.2
     min_coverage: float = 0.5

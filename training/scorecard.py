@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import MANIFEST_FILE, load_checkpoint, read_manifest
+from model.matching import MATCHINGS
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,15 @@ class Counts:
         return self.hits / np.maximum(self.hits + self.misses + self.false_alarms, 1)
 
 
-def validation_windows(manifest: dict, transform):
+def validation_windows(manifest: dict, transform, stride: int | None = None):
     from training.data import build_datasets
 
     cfg = manifest["training"]["config"]
     _, val = build_datasets(
         manifest["training"]["data"]["files"], t_in=cfg["t_in"], t_out=cfg["t_out"],
         step_minutes=cfg["step_minutes"],
-        size=cfg["size"], cell_km=cfg["cell_km"], transform=transform,
+        size=cfg["size"], cell_km=cfg["cell_km"], stride=stride or cfg.get("stride") or None,
+        transform=transform,
         val_fraction=cfg["val_fraction"], seed=cfg["seed"], min_coverage=cfg["min_coverage"],
         augment=False)
     return val, cfg["step_minutes"]
@@ -151,17 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--stride", type=int, default=None,
+                        help="window spacing in cells for the scored windows (default: the run's)")
+    parser.add_argument("--matching", choices=MATCHINGS, default="cdf",
+                        help="probability matching of the members (as the service delivers them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.checkpoint)
-    windows, step = validation_windows(manifest, model.config.transform)
+    windows, step = validation_windows(manifest, model.config.transform, args.stride)
     with torch.inference_mode():
-        scores = score(model, windows, members=args.members)
+        scores = score(model, windows, members=args.members, matching=args.matching)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
     manifest["scores"] = {"validation_windows": len(windows), "members": args.members,
+                          "matching": args.matching,
                           "threshold_mm_h": 1.0, "lead_minutes": [(i + 1) * step for i in range(len(
                               scores["ensemble"]["csi"]))], **scores}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
