@@ -128,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     # that the other commands never import training. `nowcast train --help` lists them.
     p = sub.add_parser("train", add_help=False, help="train or fine-tune a model (see train --help)")
     p.set_defaults(func=cmd_train)
+
+    # The service commands' flags live with them (service/serve.py, service/cli.py); both
+    # modules import only the standard library until their command runs.
+    from service.cli import add_submit_parser
+    from service.serve import add_serve_parser
+
+    add_serve_parser(sub)
+    add_submit_parser(sub)
+
+    from model.evaluate import add_evaluate_parser  # verification against pysteps
+
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -1,0 +1,419 @@
+"""The job queue on Redis Streams: the one module that knows Redis key names and job states.
+
+Keys, all under ``QueueSettings.prefix`` (``p``):
+
+==========================  ==================================================================
+``p:job:{id}``              hash: id, status, created, started, finished (unix seconds), attempts,
+                            model_version, error, request (JSON), shape (JSON ``[T, H, W]``),
+                            entry (stream entry id)
+``p:input:{id}``            input frames, little-endian float32 model pixels, shape ``shape``
+``p:result:{id}``           :func:`encode_result` bytes (TTL ``result_ttl_seconds``)
+``p:stream``                one entry ``{id: job id}`` per unfinished job (queued or running)
+``p:workers``               the stream's consumer group
+``p:dead``                  dead-letter stream: id, entry, attempts, error
+``p:idem:{key}``            idempotency key -> job id (TTL ``result_ttl_seconds``)
+``p:worker:{name}``         worker heartbeat, JSON (TTL ``heartbeat_ttl_seconds``)
+==========================  ==================================================================
+
+Life of a job: ``submit`` writes the hash and the frames and adds a stream entry, refusing
+with :class:`QueueFull` when ``max_queued`` entries exist. A worker claims entries with
+XREADGROUP (delivery 1) or takes over entries idle longer than ``lease_seconds`` with XAUTOCLAIM
+(delivery n + 1); while it samples, it extends the lease of its entries (XCLAIM JUSTID). A
+finished job's entry is acknowledged *and deleted*, so the stream length is the number of
+unfinished jobs. A failed attempt leaves its entry pending: it is retried once its lease has
+run out (which doubles as back-off), and dead-lettered on the ``max_attempts``-th delivery.
+The result and the finished job's hash expire after ``result_ttl_seconds``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import redis
+import redis.asyncio
+
+from service.settings import QueueSettings
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+STATES = (QUEUED, RUNNING, DONE, FAILED)
+RESULT_ARRAYS = ("mean", "percentiles", "probability", "thresholds", "members", "lead_minutes")
+DEAD_LETTER_MAXLEN = 10_000
+
+# Atomic "add unless full": the length check and the XADD must not interleave with another submit.
+_ENQUEUE = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+local entry = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2])
+redis.call('HSET', KEYS[2], 'entry', entry)
+return entry
+"""
+# Extend only the leases this consumer still holds: a blind XCLAIM would steal back an entry
+# that another worker took over after this one stalled. Returns how many are still held.
+_EXTEND = """
+local held = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    held = held + 1
+  end
+end
+return held
+"""
+
+
+class QueueFull(Exception):
+    """``max_queued`` jobs are waiting or running; the API answers 429."""
+
+
+class JobDataError(ValueError):
+    """A claimed job whose stored record or frames are missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Redis key names under one prefix."""
+
+    prefix: str
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:stream"
+
+    @property
+    def group(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def input(self, job_id: str) -> str:
+        return f"{self.prefix}:input:{job_id}"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}:result:{job_id}"
+
+    def idem(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A stream entry held by one worker: ``deliveries`` counts this one (1 = first attempt)."""
+
+    entry: str
+    job_id: str
+    deliveries: int
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    ms, seq = entry.split("-")
+    return int(ms), int(seq)
+
+
+# --------------------------------------------------------------------------- API side (async)
+
+async def _ensure_group_async(r: redis.asyncio.Redis, k: Keys) -> None:
+    try:
+        await r.xgroup_create(k.stream, k.group, id="0", mkstream=True)
+    except redis.ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise
+
+
+async def submit(r: redis.asyncio.Redis, qs: QueueSettings, *, request: dict[str, Any],
+                 frames: np.ndarray, idempotency_key: str | None) -> tuple[str, bool]:
+    """Queue a nowcast job; returns ``(job_id, created)``.
+
+    Parameters
+    ----------
+    request : JSON-able options; the worker reads ``members``, ``guidance``, ``seed``,
+        ``thresholds`` (mm/h) and ``timestamps`` (ISO 8601), and copies the whole dict into the
+        result's metadata.
+    frames : (T_in, H, W) model pixels in [0, 1], NaN = no data.
+    idempotency_key : a key seen within ``result_ttl_seconds`` returns that job, ``created=False``.
+
+    Raises
+    ------
+    QueueFull
+        ``max_queued`` jobs are waiting or running.
+    """
+    frames = np.asarray(frames, dtype="<f4")
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (T_in, H, W), got shape {frames.shape}")
+    k = Keys(qs.prefix)
+    job_id = uuid.uuid4().hex
+    if idempotency_key is not None:
+        while not await r.set(k.idem(idempotency_key), job_id, nx=True, ex=qs.result_ttl_seconds):
+            existing = await r.get(k.idem(idempotency_key))
+            if existing is not None:
+                return _str(existing), False  # else it expired in between: try again
+    await _ensure_group_async(r, k)
+    record: dict[Any, Any] = {"id": job_id, "status": QUEUED, "created": repr(time.time()), "started": "",
+              "finished": "", "attempts": "0", "model_version": "", "error": "",
+              "request": json.dumps(request), "shape": json.dumps(list(frames.shape))}
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.hset(k.job(job_id), mapping=record)
+        pipe.set(k.input(job_id), frames.tobytes())
+        await pipe.execute()
+    entry = await r.eval(_ENQUEUE, 2, k.stream, k.job(job_id), qs.max_queued, job_id)
+    if entry is None:
+        stale = [k.job(job_id), k.input(job_id)]
+        if idempotency_key is not None:
+            stale.append(k.idem(idempotency_key))
+        await r.delete(*stale)
+        raise QueueFull(f"{qs.max_queued} jobs waiting or running (max_queued)")
+    return job_id, True
+
+
+async def get_job(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> dict[str, str] | None:
+    """The job's hash as strings, or None when unknown or expired."""
+    fields = await r.hgetall(Keys(qs.prefix).job(job_id))
+    return {_str(key): _str(value) for key, value in fields.items()} or None
+
+
+async def get_result(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> bytes | None:
+    """The :func:`encode_result` bytes of a finished job, or None (not done, or expired)."""
+    return cast("bytes | None", await r.get(Keys(qs.prefix).result(job_id)))
+
+
+async def queue_position(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> int | None:
+    """Jobs to be claimed before this one (0 = next); None when the job is not queued.
+
+    A queued job whose entry was already delivered (claimed, or waiting for a retry) is 0.
+    """
+    k = Keys(qs.prefix)
+    status, entry = await r.hmget(k.job(job_id), ["status", "entry"])
+    if status is None or _str(status) != QUEUED or entry is None:
+        return None
+    entry = _str(entry)
+    try:
+        groups = await r.xinfo_groups(k.stream)
+    except redis.ResponseError:  # the stream is gone
+        return None
+    last = next((_str(g["last-delivered-id"]) for g in groups if _str(g["name"]) == k.group), "0-0")
+    if _entry_key(entry) <= _entry_key(last):
+        return 0
+    return len(await r.xrange(k.stream, min=f"({last}", max=f"({entry}") or [])
+
+
+async def queue_depth(r: redis.asyncio.Redis, qs: QueueSettings) -> int:
+    """Unfinished jobs (waiting or running): the number that ``max_queued`` bounds."""
+    return await r.xlen(Keys(qs.prefix).stream)
+
+
+async def workers_alive(r: redis.asyncio.Redis, qs: QueueSettings) -> int:
+    """Workers whose heartbeat key has not expired."""
+    return len([key async for key in r.scan_iter(match=Keys(qs.prefix).worker("*"), count=100)])
+
+
+# --------------------------------------------------------------------------- worker side (sync)
+
+def ensure_group(r: redis.Redis, qs: QueueSettings) -> None:
+    """Create the stream and its consumer group when absent (delivering from the start)."""
+    k = Keys(qs.prefix)
+    try:
+        r.xgroup_create(k.stream, k.group, id="0", mkstream=True)
+    except redis.ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise
+
+
+def _claims(r: redis.Redis, qs: QueueSettings, entries: list, *, deliveries: int | None) -> list[Claim]:
+    k = Keys(qs.prefix)
+    claims = []
+    for entry_id, fields in entries:
+        entry = _str(entry_id)
+        job_id = (fields or {}).get(b"id")
+        if job_id is None:  # deleted from the stream while pending: nothing left to run
+            r.xack(k.stream, k.group, entry)
+            continue
+        count = deliveries
+        if count is None:
+            pending = r.xpending_range(k.stream, k.group, min=entry, max=entry, count=1)
+            count = int(pending[0]["times_delivered"]) if pending else 1
+        claims.append(Claim(entry=entry, job_id=_str(job_id), deliveries=count))
+    return claims
+
+
+def claim_new(r: redis.Redis, qs: QueueSettings, consumer: str, count: int, *,
+              block_ms: int) -> list[Claim]:
+    """Claim up to ``count`` never-delivered jobs, waiting up to ``block_ms`` (0: no wait)."""
+    k = Keys(qs.prefix)
+    block = block_ms if block_ms > 0 else None  # BLOCK 0 would wait forever
+    try:
+        reply: Any = r.xreadgroup(k.group, consumer, {k.stream: ">"}, count=count, block=block)
+    except redis.ResponseError as err:
+        if "NOGROUP" not in str(err):
+            raise
+        ensure_group(r, qs)
+        return []
+    entries = [entry for _, stream_entries in reply or [] for entry in stream_entries]
+    return _claims(r, qs, entries, deliveries=1)
+
+
+def reclaim_stale(r: redis.Redis, qs: QueueSettings, consumer: str, count: int) -> list[Claim]:
+    """Take over up to ``count`` jobs whose lease ran out (dead worker, or a failed attempt)."""
+    k = Keys(qs.prefix)
+    try:
+        reply = r.xautoclaim(k.stream, k.group, consumer, min_idle_time=int(qs.lease_seconds * 1000),
+                             start_id="0-0", count=count)
+    except redis.ResponseError as err:
+        if "NOGROUP" not in str(err):
+            raise
+        ensure_group(r, qs)
+        return []
+    return _claims(r, qs, reply[1], deliveries=None)
+
+
+def extend_leases(r: redis.Redis, qs: QueueSettings, consumer: str, claims: list[Claim]) -> int:
+    """Reset the idle time of ``claims`` still held by ``consumer``; returns how many are held."""
+    if not claims:
+        return 0
+    k = Keys(qs.prefix)
+    return int(r.eval(_EXTEND, 1, k.stream, k.group, consumer, *[c.entry for c in claims]))
+
+
+def load_job(r: redis.Redis, qs: QueueSettings, job_id: str) -> tuple[dict[str, Any], np.ndarray]:
+    """The job's request dict and its (T_in, H, W) float32 pixel frames.
+
+    Raises
+    ------
+    JobDataError
+        The hash or the frames are missing (expired, deleted) or do not match their shape.
+    """
+    k = Keys(qs.prefix)
+    with r.pipeline(transaction=False) as pipe:
+        pipe.hmget(k.job(job_id), ["request", "shape"])
+        pipe.get(k.input(job_id))
+        replies: list[Any] = pipe.execute()
+    (request, shape), blob = replies[0], replies[1]
+    if request is None or shape is None:
+        raise JobDataError(f"job {job_id}: record is missing or incomplete")
+    if blob is None:
+        raise JobDataError(f"job {job_id}: input frames are missing")
+    try:
+        request_dict, shape_list = json.loads(request), [int(n) for n in json.loads(shape)]
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise JobDataError(f"job {job_id}: unreadable request or shape ({err})") from err
+    if len(shape_list) != 3 or len(blob) != 4 * int(np.prod(shape_list)):
+        raise JobDataError(f"job {job_id}: {len(blob)} bytes of frames do not match shape {shape_list}")
+    return request_dict, np.frombuffer(blob, dtype="<f4").reshape(shape_list).astype(np.float32)
+
+
+def mark_running(r: redis.Redis, qs: QueueSettings, claim: Claim, *, model_version: str) -> float:
+    """Record the start of an attempt; returns the job's ``created`` time (unix seconds)."""
+    k = Keys(qs.prefix)
+    with r.pipeline(transaction=True) as pipe:
+        pipe.hset(k.job(claim.job_id), mapping={"status": RUNNING, "started": repr(time.time()),
+                                                "attempts": str(claim.deliveries),
+                                                "model_version": model_version})
+        pipe.hget(k.job(claim.job_id), "created")
+        created = pipe.execute()[1]
+    return float(created) if created else time.time()
+
+
+def _finish(pipe, qs: QueueSettings, claim: Claim, fields: dict[str, str]) -> None:
+    k = Keys(qs.prefix)
+    pipe.hset(k.job(claim.job_id), mapping={"finished": repr(time.time()), **fields})
+    pipe.expire(k.job(claim.job_id), qs.result_ttl_seconds)
+    pipe.delete(k.input(claim.job_id))
+    pipe.xack(k.stream, k.group, claim.entry)
+    pipe.xdel(k.stream, claim.entry)
+
+
+def complete(r: redis.Redis, qs: QueueSettings, claim: Claim, result: bytes, *, model_version: str) -> None:
+    """Store ``result`` (TTL ``result_ttl_seconds``), mark the job done, acknowledge its entry.
+
+    Results are deterministic (seeded), so a job completed twice after a lease was lost
+    stores the same bytes twice.
+    """
+    with r.pipeline(transaction=True) as pipe:
+        pipe.set(Keys(qs.prefix).result(claim.job_id), result, ex=qs.result_ttl_seconds)
+        _finish(pipe, qs, claim, {"status": DONE, "model_version": model_version, "error": ""})
+        pipe.execute()
+
+
+def fail(r: redis.Redis, qs: QueueSettings, claim: Claim, error: str, *, retry: bool = True) -> bool:
+    """Record a failed attempt; returns True when the job was dead-lettered (status failed).
+
+    With ``retry`` and fewer than ``max_attempts`` deliveries, the job goes back to queued and
+    its entry stays pending, to be re-claimed once its lease has run out.
+    """
+    k = Keys(qs.prefix)
+    message = f"attempt {claim.deliveries}/{qs.max_attempts}: {error}"
+    if retry and claim.deliveries < qs.max_attempts:
+        r.hset(k.job(claim.job_id), mapping={"status": QUEUED, "error": message})
+        return False
+    with r.pipeline(transaction=True) as pipe:
+        pipe.xadd(k.dead, {"id": claim.job_id, "entry": claim.entry, "attempts": str(claim.deliveries),
+                           "error": error}, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        _finish(pipe, qs, claim, {"status": FAILED, "error": message})
+        pipe.execute()
+    return True
+
+
+def dead_letters(r: redis.Redis, qs: QueueSettings, count: int = 100) -> list[dict[str, str]]:
+    """The newest ``count`` dead-lettered jobs (id, entry, attempts, error), newest first."""
+    entries = r.xrevrange(Keys(qs.prefix).dead, count=count) or []
+    return [{_str(a): _str(b) for a, b in (fields or {}).items()} for _, fields in entries]
+
+
+def heartbeat(r: redis.Redis, qs: QueueSettings, name: str, info: dict[str, Any]) -> None:
+    """Mark worker ``name`` alive for ``heartbeat_ttl_seconds``."""
+    r.set(Keys(qs.prefix).worker(name), json.dumps(info), px=int(qs.heartbeat_ttl_seconds * 1000))
+
+
+def remove_heartbeat(r: redis.Redis, qs: QueueSettings, name: str) -> None:
+    r.delete(Keys(qs.prefix).worker(name))
+
+
+def sync_queue_depth(r: redis.Redis, qs: QueueSettings) -> int:
+    """:func:`queue_depth` for the worker."""
+    return r.xlen(Keys(qs.prefix).stream)
+
+
+# --------------------------------------------------------------------------- result bytes
+
+def encode_result(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
+    """Compressed npz of the :data:`RESULT_ARRAYS` plus ``meta`` as a JSON string.
+
+    Parameters
+    ----------
+    arrays : ``mean`` (T, H, W), ``percentiles`` (3, T, H, W), ``members`` (K, T, H, W) rain
+        rate in mm/h; ``probability`` (n_thresholds, T, H, W) in [0, 1]; ``thresholds``
+        (n_thresholds,) mm/h; ``lead_minutes`` (T,). NaN = no data.
+    meta : JSON-able: model_version, timestep_minutes, members, guidance, seed, timings, request.
+    """
+    missing = [name for name in RESULT_ARRAYS if name not in arrays]
+    if missing:
+        raise ValueError(f"result arrays {missing} are missing; needed: {RESULT_ARRAYS}")
+    payload: dict[str, Any] = {name: np.asarray(arrays[name]) for name in RESULT_ARRAYS}
+    payload["meta"] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **payload)
+    return buffer.getvalue()
+
+
+def decode_result(blob: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_result`: the arrays by name, and ``meta`` as a dict."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        result: dict[str, Any] = {name: data[name] for name in RESULT_ARRAYS}
+        result["meta"] = json.loads(str(data["meta"]))
+    return result

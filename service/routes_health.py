@@ -1,0 +1,79 @@
+"""Health, metrics and model facts: ``/livez``, ``/readyz``, ``/metrics``, ``/v1/model``.
+
+Readiness is Redis answering a ping *and* at least one worker heartbeat key alive (a worker
+process that is up but stuck stops renewing its heartbeat and the service goes unready).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from redis.exceptions import RedisError
+
+from model.transform import UNITS
+from service import jobs
+from service.deps import ModelInfoDep, RedisDep, SettingsDep
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+
+
+class ApiMetrics:
+    """Prometheus metrics of one API app, in their own registry (one per ``create_app``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("nowcast_api_requests", "HTTP requests by route and status",
+                                ["method", "endpoint", "status"], registry=self.registry)
+        self.submissions = Counter("nowcast_api_submissions", "nowcast submissions by outcome",
+                                   ["outcome"], registry=self.registry)
+        self.queue_depth = Gauge("nowcast_api_queue_depth", "unfinished jobs (waiting or running)",
+                                 registry=self.registry)
+        self.workers_alive = Gauge("nowcast_api_workers_alive", "workers with a live heartbeat",
+                                   registry=self.registry)
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """The process answers (never touches Redis)."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", responses={503: {"description": "Redis down or no live worker"}})
+async def readyz(redis: RedisDep, settings: SettingsDep) -> JSONResponse:
+    """200 when Redis answers and a worker heartbeat is alive, else 503 naming why."""
+    try:
+        await redis.ping()
+        workers = await jobs.workers_alive(redis, settings.queue)
+        depth = await jobs.queue_depth(redis, settings.queue)
+    except (RedisError, OSError) as err:
+        return JSONResponse({"status": "unready", "reason": f"redis unavailable: {err}"}, status_code=503)
+    if workers == 0:
+        return JSONResponse({"status": "unready", "reason": "no live worker (no heartbeat)",
+                             "queue_depth": depth}, status_code=503)
+    return JSONResponse({"status": "ready", "workers": workers, "queue_depth": depth})
+
+
+@router.get("/v1/model")
+async def model_info(info: ModelInfoDep, settings: SettingsDep) -> dict:
+    """The served model: what a request must look like (clients cut their input to this)."""
+    return {"model_version": info.model_version, "t_in": info.t_in, "t_out": info.t_out,
+            "timestep_minutes": info.timestep_minutes, "size": info.size,
+            "size_multiple": info.size_multiple, "max_side": settings.model.max_side,
+            "max_members": settings.model.max_members, "units": list(UNITS)}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, redis: RedisDep, settings: SettingsDep) -> Response:
+    """Prometheus text format: request and submission counters, queue depth, live workers."""
+    api: ApiMetrics = request.app.state.metrics
+    try:
+        api.queue_depth.set(await jobs.queue_depth(redis, settings.queue))
+        api.workers_alive.set(await jobs.workers_alive(redis, settings.queue))
+    except (RedisError, OSError) as err:
+        log.warning("metrics: redis unavailable (%s)", err)
+    return Response(generate_latest(api.registry), media_type=CONTENT_TYPE_LATEST)

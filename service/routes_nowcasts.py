@@ -1,0 +1,258 @@
+"""``/v1/nowcasts``: submit a nowcast, follow its job, fetch the result.
+
+A submission is JSON (:class:`~service.schemas.NowcastRequest`) or a multipart upload of a
+CF-netCDF file (field ``file`` plus the option fields of
+:class:`~service.schemas.NowcastOptions`; ``thresholds`` comma-separated). Either way the
+frames are validated against the served checkpoint and queued as model pixels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from service import jobs, render
+from service.deps import ModelInfoDep, RedisDep, SettingsDep
+from service.inputs import InputError, ModelInfo, check_frames, frames_from_lists, read_upload, to_pixels
+from service.schemas import Array, JobStatus, NowcastOptions, NowcastRequest, NowcastResult, SubmitResponse
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/nowcasts", tags=["nowcasts"])
+
+RETRY_AFTER_SECONDS = 30
+MAX_UPLOAD_BYTES = 256 * 2**20
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` inlined (for ``openapi_extra``)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+def _upload_schema() -> dict[str, Any]:
+    options = _inline_refs(NowcastOptions.model_json_schema())
+    options["properties"]["thresholds"] = {"type": "string", "example": "0.1,1,5,10,20,50",
+                                           "description": "comma-separated thresholds, mm/h"}
+    options["properties"]["file"] = {"type": "string", "format": "binary",
+                                     "description": "CF-netCDF file with dims (time, y, x)"}
+    options["required"] = ["file"]
+    return options
+
+
+SUBMIT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _inline_refs(NowcastRequest.model_json_schema())},
+    "multipart/form-data": {"schema": _upload_schema()},
+}}}
+
+
+def _validation_error(err: ValidationError, where: str) -> RequestValidationError:
+    errors = err.errors(include_url=False, include_context=False, include_input=False)
+    return RequestValidationError([{**e, "loc": (where, *e["loc"])} for e in errors])
+
+
+async def _parse_json(request: Request, info: ModelInfo, max_side: int):
+    try:
+        body = NowcastRequest.model_validate_json(await request.body())
+    except ValidationError as err:
+        raise _validation_error(err, "body") from err
+    if isinstance(body.frames, Array):
+        try:
+            values = body.frames.to_numpy()
+        except ValueError as err:
+            raise InputError(str(err)) from err
+    else:
+        values = frames_from_lists(body.frames)
+    times = check_frames(values, body.timestamps, info=info, max_side=max_side)
+    extra = {"grid_spacing_km": body.grid_spacing_km, "projection": body.projection, "source": "json"}
+    return body, values, body.unit, times, extra
+
+
+async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InputError("multipart submission needs a CF-netCDF file in the field 'file'")
+    content = await upload.read()
+    if len(content) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
+    if "thresholds" in fields:
+        fields["thresholds"] = [x for x in str(fields["thresholds"]).split(",") if x.strip()]
+    try:
+        options = NowcastOptions.model_validate(fields)
+    except ValidationError as err:
+        raise _validation_error(err, "form") from err
+    data = await run_in_threadpool(read_upload, content, t_in=info.t_in)
+    times = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    extra = {"grid_spacing_km": data.grid_spacing_km, "projection": data.projection, "y": data.y,
+             "x": data.x, "coordinate_units": data.coordinate_units,
+             "source": f"netcdf:{upload.filename}:{data.variable}"}
+    return options, data.values, data.unit, times, extra
+
+
+@router.post("", status_code=202, response_model=SubmitResponse, openapi_extra=SUBMIT_BODY,
+             responses={413: {"description": "upload too large"}, 422: {"description": "invalid input"},
+                        429: {"description": "queue full"}, 503: {"description": "Redis unavailable"}})
+async def submit_nowcast(
+    request: Request, response: Response, redis: RedisDep, settings: SettingsDep, info: ModelInfoDep,
+    idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> SubmitResponse:
+    """Queue an ensemble nowcast of the last ``t_in`` radar frames (202 + ``Location``)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        options, values, unit, times, extra = await _parse_upload(request, info, settings.model.max_side)
+    elif content_type.startswith("application/json"):
+        options, values, unit, times, extra = await _parse_json(request, info, settings.model.max_side)
+    else:
+        raise HTTPException(415, f"content type {content_type!r}: send application/json or "
+                                 "multipart/form-data")
+    if options.members > settings.model.max_members:
+        raise InputError(f"members={options.members} exceeds max_members={settings.model.max_members}")
+    max_age = settings.queue.max_age_minutes
+    age = (dt.datetime.now(dt.timezone.utc) - times[-1]).total_seconds() / 60
+    if max_age is not None and age > max_age:
+        raise InputError(f"the last frame is {age:.0f} min old; max_age_minutes={max_age:g} "
+                         "(a stale nowcast is worth less than the next one)")
+    key = options.idempotency_key
+    if idempotency_header and key and idempotency_header != key:
+        raise InputError("Idempotency-Key header and idempotency_key field differ")
+    key = key or idempotency_header
+    pixels = to_pixels(values, unit, info.transform)
+    job_request = {
+        "members": options.members, "thresholds": options.thresholds, "guidance": options.guidance,
+        "seed": options.seed, "unit": unit, "shape": list(values.shape),
+        "timestamps": [t.isoformat() for t in times], **extra,
+        # the checkpoint's conventions, so that the result's metadata can state them
+        "rain_min": info.transform.rain_min,
+        "zr_relation": f"Z = {info.transform.zr_a:g} R^{info.transform.zr_b:g}",
+    }
+    try:
+        job_id, created = await jobs.submit(redis, settings.queue, request=job_request, frames=pixels,
+                                            idempotency_key=key)
+    except jobs.QueueFull as err:
+        request.app.state.metrics.submissions.labels(outcome="queue_full").inc()
+        raise HTTPException(429, f"queue full ({err}); retry later",
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from err
+    request.app.state.metrics.submissions.labels(outcome="queued" if created else "duplicate").inc()
+    log.info("job %s %s (%s, %d members)", job_id, "queued" if created else "replayed",
+             extra["source"], options.members)
+    status_url = str(request.url_for("get_nowcast", job_id=job_id))
+    response.headers["Location"] = status_url
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    job = None if created else await jobs.get_job(redis, settings.queue, job_id)
+    return SubmitResponse(id=job_id, status=job.get("status", jobs.QUEUED) if job else jobs.QUEUED,
+                          status_url=status_url,
+                          result_url=str(request.url_for("get_nowcast_result", job_id=job_id)))
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+    except ValueError:
+        time = dt.datetime.fromisoformat(value)
+        return time.replace(tzinfo=dt.timezone.utc) if time.tzinfo is None else time
+
+
+def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
+    return None if a is None or b is None else round((b - a).total_seconds(), 3)
+
+
+async def _job_or_404(redis, settings, job_id: str) -> dict[str, str]:
+    job = await jobs.get_job(redis, settings.queue, job_id)
+    if job is None:
+        raise HTTPException(404, f"unknown or expired job {job_id!r}")
+    return job
+
+
+@router.get("/{job_id}", response_model=JobStatus, responses={304: {"description": "not modified"}})
+async def get_nowcast(job_id: str, request: Request, redis: RedisDep, settings: SettingsDep,
+                      if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """Status, queue position, timings and model version of a job; ``ETag`` / 304 for polling."""
+    job = await _job_or_404(redis, settings, job_id)
+    status = job.get("status", "")
+    created, started, finished = (_time(job.get(k)) for k in ("created", "started", "finished"))
+    position = await jobs.queue_position(redis, settings.queue, job_id) if status == jobs.QUEUED else None
+    body = JobStatus(
+        id=job_id, status=status, queue_position=position, created=created, started=started,
+        finished=finished, queued_seconds=_seconds(created, started), run_seconds=_seconds(started, finished),
+        attempts=int(job.get("attempts") or 0), model_version=job.get("model_version") or None,
+        error=job.get("error") or None,
+        result_url=str(request.url_for("get_nowcast_result", job_id=job_id)) if status == jobs.DONE else None,
+    ).model_dump_json()
+    etag = 'W/"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def _done_result(redis, settings, job_id: str) -> dict[str, Any]:
+    job = await _job_or_404(redis, settings, job_id)
+    status = job.get("status")
+    if status != jobs.DONE:
+        detail = f"job {job_id} is {status}" + (f": {job['error']}" if job.get("error") else "")
+        raise HTTPException(409, detail={"message": detail, "status": status})
+    blob = await jobs.get_result(redis, settings.queue, job_id)
+    if blob is None:
+        raise HTTPException(404, f"result of job {job_id} has expired")
+    return await run_in_threadpool(jobs.decode_result, blob)
+
+
+@router.get("/{job_id}/result", response_model=NowcastResult,
+            responses={200: {"content": {"application/x-netcdf": {}}}, 409: {"description": "not done"}})
+async def get_nowcast_result(
+    job_id: str, redis: RedisDep, settings: SettingsDep,
+    format: Annotated[Literal["json", "netcdf"], Query(description="json or CF-netCDF")] = "json",
+    members: Annotated[bool, Query(description="include the members (JSON)")] = False,
+    encoding: Annotated[Literal["base64", "list"], Query(description="JSON array encoding")] = "base64",
+) -> Response:
+    """Ensemble mean, percentiles, exceedance probabilities (and members) of a finished job."""
+    result = await _done_result(redis, settings, job_id)
+    if format == "netcdf":
+        data = await run_in_threadpool(render.result_netcdf, result)
+        return Response(data, media_type="application/x-netcdf", headers={
+            "Content-Disposition": f'attachment; filename="nowcast-{job_id}.nc"'})
+    body = await run_in_threadpool(render.result_json, job_id, result, members=members, encoding=encoding)
+    return Response(json.dumps(body), media_type="application/json")
+
+
+@router.get("/{job_id}/png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, 409: {"description": "not done"}})
+async def get_nowcast_png(
+    job_id: str, redis: RedisDep, settings: SettingsDep,
+    lead: Annotated[int | None, Query(description="lead time in minutes (default: the first)")] = None,
+    product: Annotated[Literal["mean", "probability"], Query()] = "mean",
+    threshold: Annotated[float, Query(description="mm/h, for product=probability")] = 1.0,
+) -> Response:
+    """A PNG map of the ensemble mean or of P(R >= threshold) at one lead time."""
+    result = await _done_result(redis, settings, job_id)
+    lead = int(np.asarray(result["lead_minutes"])[0]) if lead is None else lead
+    try:
+        png = await run_in_threadpool(render.result_png, result, lead=lead, product=product,
+                                      threshold=threshold)
+    except ValueError as err:
+        raise HTTPException(422, str(err)) from err
+    return Response(png, media_type="image/png")

@@ -1,0 +1,164 @@
+"""pydantic schemas of the HTTP API: nowcast request, job status, result.
+
+Arrays travel as :class:`Array` objects (base64 of little-endian float32 plus shape and dtype),
+or as nested lists where a client asks for them. Results carry pysteps-style metadata (unit,
+thresholds, zero value, timestep, lead times, members, grid, projection, model version).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from model.products import DEFAULT_THRESHOLDS
+from model.transform import UNITS
+
+Unit = Literal["dBZ", "mm/h", "pixel"]
+NestedFrames = list[list[list[float | None]]]
+MAX_THRESHOLDS = 16
+
+
+class Array(BaseModel):
+    """An n-d array as base64 of its little-endian float32 bytes, C order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="base64 of the little-endian float32 values, C order")
+    shape: list[int] = Field(description="array shape, e.g. [T, H, W]")
+    dtype: str = Field("float32", description="must be 'float32'")
+
+    @classmethod
+    def from_numpy(cls, values: np.ndarray) -> Array:
+        values = np.ascontiguousarray(values, dtype="<f4")
+        return cls(data=base64.b64encode(values.tobytes()).decode("ascii"), shape=list(values.shape),
+                   dtype="float32")
+
+    def to_numpy(self) -> np.ndarray:
+        """The float32 array; ``ValueError`` naming the problem when the fields disagree."""
+        if self.dtype != "float32":
+            raise ValueError(f"frames.dtype must be 'float32', got {self.dtype!r}")
+        if any(n < 0 for n in self.shape):
+            raise ValueError(f"frames.shape must not be negative, got {self.shape}")
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except ValueError as err:
+            raise ValueError(f"frames.data is not valid base64 ({err})") from err
+        expected = math.prod(self.shape) * 4
+        if len(raw) != expected:
+            raise ValueError(
+                f"frames.data has {len(raw)} bytes but shape {self.shape} of float32 needs {expected}"
+            )
+        return np.frombuffer(raw, dtype="<f4").reshape(self.shape).astype(np.float32)
+
+
+class NowcastOptions(BaseModel):
+    """Ensemble options; the same names as the worker's and the model's arguments."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: int = Field(10, ge=1, description="ensemble size (1 .. model.max_members)")
+    thresholds: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_THRESHOLDS),
+        min_length=1, max_length=MAX_THRESHOLDS,
+        description="rain-rate thresholds of the exceedance probabilities, mm/h",
+    )
+    guidance: float = Field(1.0, ge=0.0, le=10.0, description="classifier-free guidance scale")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of member 0; member k uses seed + k")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="repeat submissions with the same key return the same job "
+        "(also accepted as the Idempotency-Key header)",
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _finite_non_negative(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not math.isfinite(v) or v < 0]
+        if bad:
+            raise ValueError(f"thresholds must be finite and >= 0 mm/h, got {bad}")
+        return value
+
+
+class NowcastRequest(NowcastOptions):
+    """``POST /v1/nowcasts`` JSON body: the last ``t_in`` radar frames and options."""
+
+    frames: Array | NestedFrames = Field(
+        description="(T_in, H, W) frames in `unit`; NaN (or null in lists) = no data"
+    )
+    unit: Unit = Field(description=f"unit of the frames, one of {UNITS}")
+    timestamps: list[dt.datetime] = Field(
+        description="ISO 8601 time of each frame (UTC when no offset), increasing at the model's step"
+    )
+    grid_spacing_km: float | None = Field(None, gt=0, description="cell size in km")
+    projection: str | None = Field(
+        None, max_length=4000, description="proj4 or WKT string, kept in the output metadata"
+    )
+
+
+class SubmitResponse(BaseModel):
+    id: str
+    status: str
+    status_url: str
+    result_url: str
+
+
+class JobStatus(BaseModel):
+    """``GET /v1/nowcasts/{id}``: where a job is and how long it took."""
+
+    id: str
+    status: str = Field(description="queued, running, done or failed")
+    queue_position: int | None = Field(None, description="0 = next to run; only while queued")
+    created: dt.datetime | None = None
+    started: dt.datetime | None = None
+    finished: dt.datetime | None = None
+    queued_seconds: float | None = Field(None, description="created -> started (or now)")
+    run_seconds: float | None = Field(None, description="started -> finished (or now)")
+    attempts: int = 0
+    model_version: str | None = None
+    error: str | None = None
+    result_url: str | None = None
+
+
+class ResultMetadata(BaseModel):
+    """pysteps-style metadata of a nowcast result."""
+
+    unit: str = "mm/h"
+    transform: str | None = None
+    zerovalue: float = 0.0
+    threshold: float = Field(0.1, description="rain rates below this are dry (mm/h)")
+    zr_relation: str | None = Field(None, description="Z-R relation of the model's data transform")
+    thresholds: list[float] = Field(description="thresholds of `probability`, mm/h")
+    percentiles: list[int] = Field(description="percentiles of `percentiles`")
+    timestep: int = Field(description="minutes between lead times")
+    leadtimes: list[int] = Field(description="lead times in minutes")
+    forecast_reference_time: dt.datetime | None = Field(
+        None, description="time of the last input frame"
+    )
+    valid_times: list[dt.datetime] | None = None
+    n_members: int
+    shape: list[int] = Field(description="[H, W] of every field")
+    grid_spacing_km: float | None = None
+    projection: str | None = None
+    yorigin: str = "upper"
+    model_version: str
+    guidance: float | None = None
+    seed: int | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class NowcastResult(BaseModel):
+    """``GET /v1/nowcasts/{id}/result?format=json``."""
+
+    id: str
+    metadata: ResultMetadata
+    mean: Array | list = Field(description="(T, H, W) ensemble mean, mm/h")
+    percentiles: Array | list = Field(description="(3, T, H, W) 10th/50th/90th percentiles, mm/h")
+    probability: Array | list = Field(
+        description="(n_thresholds, T, H, W) P(R >= threshold), fraction of members"
+    )
+    members: Array | list | None = Field(None, description="(K, T, H, W) members, mm/h (members=true)")

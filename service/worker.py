@@ -1,0 +1,360 @@
+"""The sampling worker: load the checkpoint once, then claim, batch, sample, post-process, ack.
+
+Run it with ``python -m service.worker`` (settings from ``NOWCAST_*``, see ``service.settings``).
+
+One loop iteration (:meth:`Worker.step`): refresh the heartbeat; take over jobs whose lease
+ran out, then claim new ones, waiting ``batch_wait_ms`` after the first for more, up to
+``batch_max_jobs``; group the jobs by (members, guidance, padded height, padded width) and
+sample each group in ONE ``model.forecast`` call with one seed per job (a member does not
+depend on its batch-mates); convert members to mm/h, crop them to the request's grid, compute
+the products, store the results, acknowledge. While a batch samples, a thread keeps the
+heartbeat and the jobs' leases fresh, so a long batch is not taken over.
+
+A job that raises fails alone (a failing batch is re-run job by job): it is retried after its
+lease, and dead-lettered after ``max_attempts`` deliveries; the worker keeps serving. SIGTERM
+or SIGINT finish the current batch and exit; a worker killed mid-batch loses nothing, its jobs
+are taken over once their leases run out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+import torch
+
+from model.products import DEFAULT_THRESHOLDS
+from service import jobs
+from service.metrics import WorkerMetrics
+from service.postprocess import GridUndo, ensemble_products, from_model_grid, to_model_grid, to_rain_rate
+from service.redis_client import sync_client
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 1000  # how long an idle worker blocks on the stream before re-checking its stop flag
+
+
+class StaleJob(Exception):
+    """The job's input is older than ``queue.max_age_minutes``: failed without retry."""
+
+
+@dataclass
+class PreparedJob:
+    """A claimed job ready to sample: ``frames`` (T_in, H2, W2) pixels on the model grid."""
+
+    claim: jobs.Claim
+    request: dict[str, Any]
+    frames: np.ndarray
+    undo: GridUndo
+    members: int
+    guidance: float
+    seed: int
+    thresholds: list[float]
+    created: float
+    started: float
+
+    @property
+    def group_key(self) -> tuple[int, float, int, int]:
+        return self.members, self.guidance, *self.frames.shape[-2:]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _input_age_minutes(request: dict[str, Any], created: float) -> float:
+    stamps = request.get("timestamps") or []
+    if stamps:
+        last = dt.datetime.fromisoformat(str(stamps[-1]).replace("Z", "+00:00"))
+        last = last.replace(tzinfo=dt.timezone.utc) if last.tzinfo is None else last
+        return (dt.datetime.now(dt.timezone.utc) - last).total_seconds() / 60
+    return (time.time() - created) / 60
+
+
+class Worker:
+    """One consumer of the job stream, holding one model.
+
+    Parameters
+    ----------
+    settings : the service settings (queue, model, worker groups).
+    model : an STLDM (or a stand-in with ``config`` and ``forecast``); default: the
+        checkpoint ``settings.model.checkpoint`` loaded on ``settings.model.device``.
+    redis_client : default ``sync_client(settings.redis.url)``.
+    name : consumer name; default ``settings.worker.name`` or ``host-pid``.
+    timestep_minutes : lead-time step; default read from the checkpoint's manifest.
+    """
+
+    def __init__(self, settings: Settings, *, model=None, redis_client: redis.Redis | None = None,
+                 name: str | None = None, timestep_minutes: int | None = None) -> None:
+        from model.checkpoint import load_checkpoint
+        from service.inputs import read_model_info
+
+        self.settings = settings
+        self.queue = settings.queue
+        if settings.model.threads > 0:
+            torch.set_num_threads(settings.model.threads)
+        if model is None:
+            model = load_checkpoint(settings.model.checkpoint, device=resolve_device(settings.model.device))
+        self.model = model
+        self.model_version = str(getattr(model, "model_version", "unknown"))
+        if timestep_minutes is None:
+            timestep_minutes = read_model_info(settings.model.checkpoint).timestep_minutes
+        self.timestep_minutes = int(timestep_minutes)
+        self.redis = redis_client or sync_client(settings.redis.url)
+        self.name = name or settings.worker.name or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = WorkerMetrics()
+        self.metrics.model.info({"model_version": self.model_version, "worker": self.name,
+                                 "checkpoint": settings.model.checkpoint})
+        self.jobs_done = 0
+        self._since = time.time()
+        self._held: dict[str, jobs.Claim] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; Redis outages are logged and waited out."""
+        log.info("worker %s serving %s (steps=%d)", self.name, self.model_version, self.settings.model.steps)
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except redis.RedisError as err:
+                    log.error("worker %s: redis error (%s); retrying in 1 s", self.name, err)
+                    stop.wait(1.0)
+                except Exception:  # a bug outside any one job: log it and keep serving
+                    log.exception("worker %s: unexpected error in the loop; retrying in 1 s", self.name)
+                    stop.wait(1.0)
+        finally:
+            try:
+                jobs.remove_heartbeat(self.redis, self.queue, self.name)
+            except redis.RedisError:
+                pass
+            log.info("worker %s stopped after %d jobs", self.name, self.jobs_done)
+
+    def step(self, *, block_ms: int = IDLE_POLL_MS) -> int:
+        """Claim one batch (waiting up to ``block_ms`` for a first job) and process it.
+
+        Returns the number of jobs claimed.
+        """
+        self._heartbeat()
+        self.metrics.queue_depth.set(jobs.sync_queue_depth(self.redis, self.queue))
+        claims = self._claim_batch(block_ms)
+        if claims:
+            self._process(claims)
+        return len(claims)
+
+    def _claim_batch(self, block_ms: int) -> list[jobs.Claim]:
+        r, qs, n = self.redis, self.queue, self.queue.batch_max_jobs
+        claims = jobs.reclaim_stale(r, qs, self.name, n)
+        for claim in claims:
+            log.warning("job %s: taken over after its lease ran out (delivery %d)", claim.job_id,
+                        claim.deliveries)
+        if len(claims) < n:
+            claims += jobs.claim_new(r, qs, self.name, n - len(claims), block_ms=0 if claims else block_ms)
+        deadline = time.monotonic() + qs.batch_wait_ms / 1000
+        while claims and len(claims) < n:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            more = jobs.claim_new(r, qs, self.name, n - len(claims), block_ms=left_ms) if left_ms > 0 else []
+            if not more:
+                break
+            claims += more
+        return claims
+
+    def _process(self, claims: list[jobs.Claim]) -> None:
+        with self._keep_alive(claims):
+            ready = []
+            for claim in claims:
+                if claim.deliveries > self.queue.max_attempts:
+                    self._fail(claim, RuntimeError(
+                        f"delivered {claim.deliveries} times without a result (did a worker crash on it?)"),
+                        retry=False)
+                    continue
+                try:
+                    ready.append(self._prepare(claim))
+                except Exception as err:  # bad stored data must not stop the worker
+                    self._fail(claim, err, retry=not isinstance(err, StaleJob))
+            groups: dict[tuple, list[PreparedJob]] = {}
+            for job in ready:
+                groups.setdefault(job.group_key, []).append(job)
+            for group in groups.values():
+                self._sample(group)
+
+    # ------------------------------------------------------------------ one job / one group
+
+    def _prepare(self, claim: jobs.Claim) -> PreparedJob:
+        config = self.model.config
+        request, frames = jobs.load_job(self.redis, self.queue, claim.job_id)
+        created = jobs.mark_running(self.redis, self.queue, claim, model_version=self.model_version)
+        log.info("job %s: running (delivery %d, frames %s)", claim.job_id, claim.deliveries,
+                 "x".join(map(str, frames.shape)))
+        if self.queue.max_age_minutes is not None:
+            age = _input_age_minutes(request, created)
+            if age > self.queue.max_age_minutes:
+                raise StaleJob(f"input is {age:.1f} min old, over "
+                               f"max_age_minutes={self.queue.max_age_minutes}")
+        if frames.shape[0] != config.t_in:
+            raise jobs.JobDataError(f"the model needs {config.t_in} input frames, "
+                                    f"the job has {frames.shape[0]}")
+        members = int(request.get("members", 10))
+        if not 1 <= members <= self.settings.model.max_members:
+            raise ValueError(f"members must be in 1..{self.settings.model.max_members}, got {members}")
+        grid, undo = to_model_grid(frames, config.size_multiple, max_side=self.settings.model.max_side)
+        return PreparedJob(claim=claim, request=request, frames=grid, undo=undo, members=members,
+                           guidance=float(request.get("guidance", 1.0)), seed=int(request.get("seed", 0)),
+                           thresholds=[float(t) for t in request.get("thresholds") or DEFAULT_THRESHOLDS],
+                           created=created, started=time.time())
+
+    def _sample(self, group: list[PreparedJob]) -> None:
+        """One ``model.forecast`` call for ``group``; a failing batch is re-run job by job."""
+        ids = [job.claim.job_id for job in group]
+        first = group[0]
+        x = torch.from_numpy(np.stack([job.frames for job in group]))  # (B, T_in, H2, W2) pixels
+        start = time.perf_counter()
+        try:
+            forecast = self.model.forecast(x, members=first.members, steps=self.settings.model.steps,
+                                           guidance=first.guidance, seed=[job.seed for job in group])
+            members = forecast.members.float().cpu().numpy()  # (B, K, T_out, H2, W2) pixels
+        except Exception as err:
+            if len(group) > 1:
+                log.warning("jobs %s: batched forecast failed (%s); running them one by one", ids, err)
+                for job in group:
+                    self._sample([job])
+            else:
+                self._fail(first.claim, err)
+            return
+        sampling = time.perf_counter() - start
+        self.metrics.batch_size.observe(len(group))
+        self.metrics.sampling_seconds.observe(sampling)
+        log.info("jobs %s: sampled %d x %d members in %.2f s", ids, len(group), first.members, sampling)
+        for job, job_members in zip(group, members, strict=True):
+            try:
+                self._finish(job, job_members, sampling_seconds=sampling, batch_jobs=len(group))
+            except Exception as err:
+                self._fail(job.claim, err)
+
+    def _finish(self, job: PreparedJob, members: np.ndarray, *, sampling_seconds: float,
+                batch_jobs: int) -> None:
+        """Post-process ``members`` (K, T_out, H2, W2) pixels into a stored result."""
+        start = time.perf_counter()
+        rain = from_model_grid(to_rain_rate(members, self.model.config.transform), job.undo)
+        products = ensemble_products(rain, job.thresholds)
+        lead = self.timestep_minutes * np.arange(1, rain.shape[1] + 1, dtype=np.int32)
+        meta = {
+            "model_version": self.model_version, "timestep_minutes": self.timestep_minutes,
+            "members": job.members, "guidance": job.guidance, "seed": job.seed,
+            "steps": self.settings.model.steps, "batch_jobs": batch_jobs, "worker": self.name,
+            "attempts": job.claim.deliveries,
+            "timings": {"queued_seconds": round(job.started - job.created, 3),
+                        "sampling_seconds": round(sampling_seconds, 3),
+                        "postprocess_seconds": round(time.perf_counter() - start, 3)},
+            "request": job.request,
+        }
+        blob = jobs.encode_result({**products, "members": rain, "lead_minutes": lead}, meta)
+        jobs.complete(self.redis, self.queue, job.claim, blob, model_version=self.model_version)
+        self._release(job.claim)
+        self.jobs_done += 1
+        latency = time.time() - job.created
+        self.metrics.jobs_done.inc()
+        self.metrics.latency_seconds.observe(latency)
+        log.info("job %s: done in %.2f s after submission (%d kB)", job.claim.job_id, latency,
+                 len(blob) // 1024)
+
+    def _fail(self, claim: jobs.Claim, err: BaseException, *, retry: bool = True) -> None:
+        self._release(claim)
+        message = f"{type(err).__name__}: {err}"
+        dead = jobs.fail(self.redis, self.queue, claim, message, retry=retry)
+        self.metrics.failures.labels(outcome="dead_letter" if dead else "retry").inc()
+        # A traceback only for what is not a plain data problem.
+        trace = None if isinstance(err, ValueError | StaleJob) else err
+        if dead:
+            log.error("job %s: failed on delivery %d, dead-lettered: %s", claim.job_id, claim.deliveries,
+                      message, exc_info=trace)
+        else:
+            log.warning("job %s: attempt %d/%d failed, retried after the lease: %s", claim.job_id,
+                        claim.deliveries, self.queue.max_attempts, message, exc_info=trace)
+
+    # ------------------------------------------------------------------ liveness
+
+    def _heartbeat(self, *, busy: bool = False) -> None:
+        jobs.heartbeat(self.redis, self.queue, self.name, {
+            "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+            "model_version": self.model_version, "since": self._since, "jobs_done": self.jobs_done,
+            "busy": busy})
+
+    def _release(self, claim: jobs.Claim) -> None:
+        with self._lock:
+            self._held.pop(claim.entry, None)
+
+    @contextmanager
+    def _keep_alive(self, claims: list[jobs.Claim]) -> Iterator[None]:
+        """Refresh the heartbeat and extend the leases of the held claims from a thread."""
+        with self._lock:
+            self._held = {claim.entry: claim for claim in claims}
+        stop = threading.Event()
+        interval = min(self.queue.lease_seconds, self.queue.heartbeat_ttl_seconds) / 3
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                with self._lock:
+                    held = list(self._held.values())
+                try:
+                    self._heartbeat(busy=True)
+                    kept = jobs.extend_leases(self.redis, self.queue, self.name, held)
+                except redis.RedisError as err:
+                    log.warning("jobs %s: could not extend leases (%s)", [c.job_id for c in held], err)
+                    continue
+                if kept < len(held):
+                    log.warning("jobs %s: %d lease(s) lost to another worker", [c.job_id for c in held],
+                                len(held) - kept)
+
+        thread = threading.Thread(target=beat, name=f"lease-{self.name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with self._lock:
+                self._held = {}
+
+
+def main() -> None:
+    """``python -m service.worker``: serve until SIGTERM or SIGINT."""
+    from prometheus_client import start_http_server
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.worker.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = Worker(settings)
+    if settings.worker.metrics_port:
+        start_http_server(settings.worker.metrics_port, registry=worker.metrics.registry)
+        log.info("worker %s: metrics on :%d/metrics", worker.name, settings.worker.metrics_port)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame) -> None:
+        log.info("worker %s: signal %d, finishing the current batch", worker.name, signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    worker.run(stop)
+
+
+if __name__ == "__main__":
+    main()

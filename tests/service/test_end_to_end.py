@@ -1,0 +1,78 @@
+"""HTTP POST -> real worker with the default checkpoint -> result, over a real Redis."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from service.worker import Worker
+
+CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def e2e_settings(redis_url: str) -> Settings:
+    return Settings(redis={"url": redis_url}, queue={"prefix": "e2e", "batch_wait_ms": 0},
+                    model={"checkpoint": str(CHECKPOINT), "steps": 2, "device": "cpu"},
+                    worker={"metrics_port": 0})
+
+
+@pytest.fixture
+def running_worker(redis, e2e_settings):
+    """The real STLDM worker serving in a thread until the test ends."""
+    worker = Worker(e2e_settings, name="e2e-worker")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    yield worker
+    stop.set()
+    thread.join(timeout=60)
+
+
+def test_nowcast_through_http_and_the_real_model(running_worker, e2e_settings, tmp_path):
+    import xarray as xr
+
+    with TestClient(create_app(e2e_settings)) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200:  # the worker's first heartbeat
+            assert time.monotonic() < deadline, "worker never became ready"
+            time.sleep(0.2)
+        yy, xx = np.mgrid[:64, :64]
+        dbz = (50 * np.exp(-((yy - 32) ** 2 + (xx - 20) ** 2) / 200) - 10).astype(np.float32)
+        frames = np.repeat(dbz[None], 5, axis=0)
+        frames[:, :4, :4] = np.nan
+        body = {"frames": {"data": base64.b64encode(frames.tobytes()).decode(), "shape": [5, 64, 64],
+                           "dtype": "float32"},
+                "unit": "dBZ", "timestamps": [f"2024-06-01T12:{m:02d}:00Z" for m in range(0, 25, 5)],
+                "members": 2, "thresholds": [0.1, 1.0], "grid_spacing_km": 4.0}
+        submitted = client.post("/v1/nowcasts", json=body)
+        assert submitted.status_code == 202, submitted.text
+        status_url = submitted.json()["status_url"]
+        deadline = time.monotonic() + 300
+        while (status := client.get(status_url).json())["status"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, f"job not done: {status}"
+            time.sleep(0.5)
+        assert status["status"] == "done", status
+        assert status["model_version"] == running_worker.model_version
+        result = client.get(submitted.json()["result_url"], params={"format": "netcdf"})
+    path = tmp_path / "nowcast.nc"
+    path.write_bytes(result.content)
+    ds = xr.load_dataset(path, engine="netcdf4")
+    members = ds["precipitation_rate"].values
+    assert members.shape == (2, 20, 64, 64)
+    assert np.isnan(members[:, :, :4, :4]).all()  # no-data corner stays no data
+    finite = members[np.isfinite(members)]
+    assert finite.size and (finite >= 0).all()
+    assert list(ds["forecast_period"].values[:2]) == [300, 600]
+    prob = ds["probability_of_lwe_precipitation_rate_above_threshold"]
+    assert prob.sizes["threshold"] == 2 and float(np.nanmax(prob.values)) <= 1.0

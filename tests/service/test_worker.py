@@ -1,0 +1,245 @@
+"""The batched ensemble worker (``service.worker``) against a real redis-server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.checkpoint import load_checkpoint, read_manifest
+from service import jobs
+from service.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT = ROOT / "checkpoints" / "default"
+
+
+def frames(value: float, shape: tuple[int, int, int] = (3, 100, 130)) -> np.ndarray:
+    return np.full(shape, value, dtype=np.float32)
+
+
+def result_of(call_async, qs, job_id: str) -> dict:
+    return jobs.decode_result(call_async(jobs.get_result, qs, job_id))
+
+
+def status_of(call_async, qs, job_id: str) -> dict[str, str]:
+    return call_async(jobs.get_job, qs, job_id)
+
+
+def test_compatible_jobs_are_sampled_in_one_forecast_call(settings, fake_model, submit_job, call_async):
+    values = (0.3, 0.5, 0.7)
+    same = [submit_job(frames(v), members=2, seed=10 + i, thresholds=[0.1, 1.0])[0]
+            for i, v in enumerate(values)]
+    other = submit_job(frames(0.4), members=3, seed=99)[0]
+    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="w1")
+    assert worker.step(block_ms=100) == 4
+    assert sorted(fake_model.batch_sizes) == [1, 3]
+    assert sorted(call[2] for call in fake_model.calls) == [[10, 11, 12], [99]]
+    transform = fake_model.config.transform
+    for job_id, value in zip(same, values, strict=True):
+        job = status_of(call_async, settings.queue, job_id)
+        assert job["status"] == jobs.DONE and job["model_version"] == "fake-1" and job["attempts"] == "1"
+        result = result_of(call_async, settings.queue, job_id)
+        assert result["members"].shape == (2, 4, 100, 130) and result["mean"].shape == (4, 100, 130)
+        assert result["percentiles"].shape == (3, 4, 100, 130)
+        assert result["probability"].shape == (2, 4, 100, 130)
+        assert list(result["lead_minutes"]) == [5, 10, 15, 20]
+        expected = transform.from_pixel(np.array([value, value + 0.01], np.float32), "mm/h").mean()
+        np.testing.assert_allclose(result["mean"], expected, rtol=1e-5)  # its own input, not a batch-mate's
+        meta = result["meta"]
+        assert meta["batch_jobs"] == 3 and meta["timestep_minutes"] == 5
+        assert meta["request"]["seed"] == meta["seed"]
+        assert set(meta["timings"]) >= {"queued_seconds", "sampling_seconds"}
+    assert result_of(call_async, settings.queue, other)["members"].shape[0] == 3
+    assert call_async(jobs.queue_depth, settings.queue) == 0
+
+
+def test_a_job_held_by_a_dead_worker_is_taken_over_after_the_lease(settings, redis, fake_model, submit_job,
+                                                                   call_async):
+    job_id, _ = submit_job(frames(0.5))
+    jobs.claim_new(redis, settings.queue, "crashed-worker", 4, block_ms=100)  # claims, never acks
+    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="rescuer")
+    assert worker.step(block_ms=10) == 0  # the lease is still running
+    time.sleep(settings.queue.lease_seconds + 0.1)
+    assert worker.step(block_ms=10) == 1
+    job = status_of(call_async, settings.queue, job_id)
+    assert job["status"] == jobs.DONE and job["attempts"] == "2"
+    assert result_of(call_async, settings.queue, job_id)["meta"]["worker"] == "rescuer"
+
+
+def test_a_failing_job_is_retried_then_dead_lettered_and_the_worker_goes_on(settings, redis, make_fake_model,
+                                                                            submit_job, call_async):
+    model = make_fake_model(fail_seeds=(13,))
+    bad, _ = submit_job(frames(0.5), seed=13)
+    good, _ = submit_job(frames(0.5), seed=1)
+    worker = Worker(settings, model=model, timestep_minutes=5, name="w1")
+    assert worker.step(block_ms=100) == 2
+    assert model.batch_sizes == [2, 1, 1]  # the failed batch re-run job by job
+    assert status_of(call_async, settings.queue, good)["status"] == jobs.DONE
+    job = status_of(call_async, settings.queue, bad)
+    assert job["status"] == jobs.QUEUED and "boom" in job["error"]
+
+    time.sleep(settings.queue.lease_seconds + 0.1)
+    assert worker.step(block_ms=10) == 1  # second and last attempt
+    job = status_of(call_async, settings.queue, bad)
+    assert job["status"] == jobs.FAILED and "RuntimeError: boom" in job["error"] and job["attempts"] == "2"
+    [dead] = jobs.dead_letters(redis, settings.queue)
+    assert dead["id"] == bad and "boom" in dead["error"]
+
+    after, _ = submit_job(frames(0.5), seed=2)
+    assert worker.step(block_ms=100) == 1
+    assert status_of(call_async, settings.queue, after)["status"] == jobs.DONE
+
+
+def test_a_job_delivered_more_than_max_attempts_is_dead_lettered_unrun(settings, redis, fake_model,
+                                                                       submit_job, call_async):
+    job_id, _ = submit_job(frames(0.5))
+    jobs.claim_new(redis, settings.queue, "crash-1", 1, block_ms=100)
+    time.sleep(settings.queue.lease_seconds + 0.1)
+    jobs.reclaim_stale(redis, settings.queue, "crash-2", 1)
+    time.sleep(settings.queue.lease_seconds + 0.1)
+    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="w3")
+    assert worker.step(block_ms=10) == 1
+    assert fake_model.calls == []
+    job = status_of(call_async, settings.queue, job_id)
+    assert job["status"] == jobs.FAILED and "delivered 3 times" in job["error"]
+
+
+def test_bad_stored_frames_and_stale_inputs_fail_with_their_message(settings, redis, fake_model, submit_job,
+                                                                   call_async):
+    corrupt, _ = submit_job(frames(0.5))
+    redis.set(jobs.Keys(settings.queue.prefix).input(corrupt), b"garbage")
+    wrong_t, _ = submit_job(frames(0.5, (2, 64, 64)))
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).isoformat()
+    stale, _ = submit_job(frames(0.5), timestamps=[old])
+    fresh, _ = submit_job(frames(0.5), timestamps=[dt.datetime.now(dt.timezone.utc).isoformat()])
+    qs = settings.queue.model_copy(update={"max_age_minutes": 30.0})
+    worker = Worker(settings.model_copy(update={"queue": qs}), model=fake_model, timestep_minutes=5)
+    assert worker.step(block_ms=100) == 4
+    assert "do not match shape" in status_of(call_async, qs, corrupt)["error"]
+    assert "needs 3 input frames" in status_of(call_async, qs, wrong_t)["error"]
+    job = status_of(call_async, qs, stale)
+    assert job["status"] == jobs.FAILED and "max_age_minutes" in job["error"]  # no retry for stale input
+    assert status_of(call_async, qs, fresh)["status"] == jobs.DONE
+
+
+def test_run_keeps_a_heartbeat_and_stops_on_request(settings, fake_model, submit_job, call_async):
+    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="looping")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    try:
+        job_id, _ = submit_job(frames(0.5))
+        deadline = time.monotonic() + 10
+        while status_of(call_async, settings.queue, job_id)["status"] != jobs.DONE:
+            assert time.monotonic() < deadline, "the worker loop did not finish the job"
+            time.sleep(0.05)
+        assert call_async(jobs.workers_alive, settings.queue) == 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert call_async(jobs.workers_alive, settings.queue) == 0
+    assert worker.metrics.registry.get_sample_value("nowcast_jobs_done_total") == 1
+
+
+@pytest.mark.slow
+def test_the_real_checkpoint_serves_a_job_end_to_end(settings, submit_job, call_async):
+    model = load_checkpoint(CHECKPOINT)
+    t_in = model.config.t_in
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((t_in, 100, 130)) * 0.6).astype(np.float32)
+    pixels[:, :8, :8] = np.nan
+    job_id, _ = submit_job(pixels, members=2, seed=3, thresholds=[0.1, 1.0, 5.0])
+    worker = Worker(settings, model=model)  # steps=2 from the settings; timestep from the manifest
+    assert worker.step(block_ms=100) == 1
+    job = status_of(call_async, settings.queue, job_id)
+    assert job["status"] == jobs.DONE, job["error"]
+    result = result_of(call_async, settings.queue, job_id)
+    t_out = model.config.t_out
+    assert result["members"].shape == (2, t_out, 100, 130)
+    assert result["mean"].shape == (t_out, 100, 130) and result["percentiles"].shape == (3, t_out, 100, 130)
+    assert result["probability"].shape == (3, t_out, 100, 130)
+    valid = result["members"][..., 8:, 8:]
+    assert np.isfinite(valid).all() and (valid >= 0).all()
+    assert np.isnan(result["mean"][:, :8, :8]).all()
+    probability = result["probability"][..., 8:, 8:]
+    assert ((probability >= 0) & (probability <= 1)).all()
+    assert result["meta"]["model_version"] == read_manifest(CHECKPOINT)["model_version"]
+    assert list(result["lead_minutes"][:2]) == [5, 10]
+
+
+def _start_worker(settings, name: str, **env) -> subprocess.Popen:
+    environment = {**os.environ, "NOWCAST_REDIS__URL": settings.redis.url,
+                   "NOWCAST_QUEUE__PREFIX": settings.queue.prefix, "NOWCAST_WORKER__NAME": name,
+                   "NOWCAST_WORKER__METRICS_PORT": "0", "NOWCAST_MODEL__THREADS": "1",
+                   "NOWCAST_MODEL__CHECKPOINT": str(CHECKPOINT), **env}
+    return subprocess.Popen([sys.executable, "-m", "service.worker"], cwd=ROOT, env=environment,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait(condition, seconds: float, what: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode()
+            pytest.fail(f"worker exited ({process.returncode}) before {what}: {stderr}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_loses_no_job(settings, redis, submit_job, call_async):
+    keys = jobs.Keys(settings.queue.prefix)
+    process = _start_worker(settings, "doomed", NOWCAST_MODEL__STEPS="500")  # minutes of sampling
+    try:
+        _wait(lambda: redis.exists(keys.worker("doomed")), 120, "the worker heartbeat", process)
+        pixels = np.full((5, 128, 128), 0.4, np.float32)
+        job_id, _ = submit_job(pixels, members=4)
+        _wait(lambda: status_of(call_async, settings.queue, job_id)["status"] == jobs.RUNNING, 60,
+              "the job to start", process)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        process.stderr.close()
+    worker = Worker(settings, model=load_checkpoint(CHECKPOINT), name="rescuer")
+    deadline = time.monotonic() + 30
+    while worker.step(block_ms=100) == 0:
+        assert time.monotonic() < deadline, "the orphaned job was not taken over"
+    job = status_of(call_async, settings.queue, job_id)
+    assert job["status"] == jobs.DONE and job["attempts"] == "2"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_an_idle_worker_process_cleanly(settings, redis):
+    keys = jobs.Keys(settings.queue.prefix)
+    process = _start_worker(settings, "polite")
+    try:
+        _wait(lambda: redis.exists(keys.worker("polite")), 120, "the worker heartbeat", process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        process.stderr.close()
+    assert not redis.exists(keys.worker("polite"))
+
+
+def test_a_worker_started_before_any_submission_creates_the_group(settings, redis, fake_model, submit_job,
+                                                                   call_async):
+    worker = Worker(settings, model=fake_model, timestep_minutes=5)
+    assert worker.step(block_ms=10) == 0  # no stream and no group yet
+    redis.flushall()  # Redis restarted without persistence: the group is gone again
+    assert worker.step(block_ms=10) == 0
+    job_id, _ = submit_job(frames(0.5))
+    assert worker.step(block_ms=100) == 1
+    assert status_of(call_async, settings.queue, job_id)["status"] == jobs.DONE
