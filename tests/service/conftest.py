@@ -117,7 +117,7 @@ def submit_job(call_async, queue_settings: QueueSettings):
 class FakeModel:
     """Stands in for STLDM: persistence of the last input frame plus ``0.01 * member``.
 
-    Records ``(batch, members, seeds)`` of every ``forecast`` call; a job whose seed is in
+    Records ``(batch, members, seeds, matching)`` of every ``forecast`` call; a job whose seed is in
     ``fail_seeds`` makes the call raise.
     """
 
@@ -125,12 +125,13 @@ class FakeModel:
 
     def __init__(self, config: STLDMConfig, *, fail_seeds: tuple[int, ...] = (), delay: float = 0.0) -> None:
         self.config = config
-        self.calls: list[tuple[int, int, list[int]]] = []
+        self.calls: list[tuple[int, int, list[int], str]] = []
         self.fail_seeds = fail_seeds
         self.delay = delay
 
-    def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int]):
-        self.calls.append((x.shape[0], members, list(seed)))
+    def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
+                 matching: str = "none"):
+        self.calls.append((x.shape[0], members, list(seed), matching))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")
         if self.delay:

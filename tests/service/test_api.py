@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,7 @@ def test_submission_is_queued_as_model_pixels_with_its_options(client, redis, re
     assert status["created"] is not None
     request, pixels = jobs.load_job(redis, make_settings(redis_url).queue, job_id)
     assert request["members"] == 3 and request["seed"] == 11 and request["projection"] == "+proj=stere"
+    assert request["matching"] == "cdf"  # members are probability-matched unless asked otherwise
     assert request["timestamps"][-1] == "2024-06-01T12:20:00+00:00"
     expected = np.clip((values + 10) / 70, 0, 1)  # HKO-7 pixels of the default checkpoint
     np.testing.assert_allclose(pixels, expected, atol=1e-6)
@@ -107,6 +110,7 @@ BAD_PAYLOADS = {
     "timestamps count": (payload(timestamps=times(4)), "one time per frame"),
     "guidance": (payload(guidance=11), "guidance"),
     "thresholds": (payload(thresholds=[-1.0]), "thresholds"),
+    "matching": (payload(matching="quantile"), "matching"),
     "unknown field": (payload(member=3), "member"),
     "bad base64": (payload(frames={**encode(frames()), "data": "%%%"}), "base64"),
 }
@@ -296,3 +300,20 @@ def test_cors_origins_are_allowed(redis, redis_url):
     with TestClient(create_app(settings)) as client:
         response = client.get("/livez", headers={"Origin": "https://radar.example"})
     assert response.headers["access-control-allow-origin"] == "https://radar.example"
+
+
+def test_the_api_process_never_loads_torch_or_the_weights(redis, redis_url):
+    """The API serves submissions and results with no model in memory (workers hold it)."""
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.settings import Settings
+settings = Settings(redis={{"url": {redis_url!r}}}, model={{"checkpoint": {str(CHECKPOINT)!r}}})
+with TestClient(create_app(settings)) as client:
+    assert client.get("/v1/model").status_code == 200
+    assert client.post("/v1/nowcasts", json={payload()!r}).status_code == 202
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

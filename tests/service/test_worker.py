@@ -35,14 +35,18 @@ def status_of(call_async, qs, job_id: str) -> dict[str, str]:
 
 
 def test_compatible_jobs_are_sampled_in_one_forecast_call(settings, fake_model, submit_job, call_async):
-    values = (0.3, 0.5, 0.7)
+    values = (0.3, 0.5)
     same = [submit_job(frames(v), members=2, seed=10 + i, thresholds=[0.1, 1.0])[0]
             for i, v in enumerate(values)]
     other = submit_job(frames(0.4), members=3, seed=99)[0]
+    unmatched = submit_job(frames(0.4), members=2, seed=50, matching="none")[0]
     worker = Worker(settings, model=fake_model, timestep_minutes=5, name="w1")
     assert worker.step(block_ms=100) == 4
-    assert sorted(fake_model.batch_sizes) == [1, 3]
-    assert sorted(call[2] for call in fake_model.calls) == [[10, 11, 12], [99]]
+    assert sorted(fake_model.batch_sizes) == [1, 1, 2]
+    # members, guidance and matching are per call: jobs that differ in any are sampled apart
+    assert sorted((call[2], call[3]) for call in fake_model.calls) == [
+        ([10, 11], "cdf"), ([50], "none"), ([99], "cdf")]
+    assert result_of(call_async, settings.queue, unmatched)["meta"]["matching"] == "none"
     transform = fake_model.config.transform
     for job_id, value in zip(same, values, strict=True):
         job = status_of(call_async, settings.queue, job_id)
@@ -55,7 +59,7 @@ def test_compatible_jobs_are_sampled_in_one_forecast_call(settings, fake_model, 
         expected = transform.from_pixel(np.array([value, value + 0.01], np.float32), "mm/h").mean()
         np.testing.assert_allclose(result["mean"], expected, rtol=1e-5)  # its own input, not a batch-mate's
         meta = result["meta"]
-        assert meta["batch_jobs"] == 3 and meta["timestep_minutes"] == 5
+        assert meta["batch_jobs"] == 2 and meta["timestep_minutes"] == 5
         assert meta["request"]["seed"] == meta["seed"]
         assert set(meta["timings"]) >= {"queued_seconds", "sampling_seconds"}
     assert result_of(call_async, settings.queue, other)["members"].shape[0] == 3
