@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 EVENT ?= ../shared/radar/events/fmi_20160928.nc
 EVENTS ?= ../shared/radar/events
 
-.PHONY: install demo serve submit evaluate test lint bench train clean
+.PHONY: install demo serve submit evaluate test lint bench bench-service train clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[eval]"
 	$(VENV)/bin/nowcast bench
+
+# The whole service on loopback at 1, 4 and 16 concurrent clients: req/s, p50/p99, overhead ratio.
+bench-service: $(STAMP)
+	$(VENV)/bin/nowcast bench-service
 
 # The default model on a CPU in under an hour (TrainConfig defaults: 55 min budget), to runs/default;
 # resume an interrupted run with `$(VENV)/bin/nowcast train --data $(EVENTS) --resume`.

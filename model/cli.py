@@ -131,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The service commands' flags live with them (service/serve.py, service/cli.py); both
     # modules import only the standard library until their command runs.
+    from service.bench import add_bench_service_parser
     from service.cli import add_submit_parser
     from service.serve import add_serve_parser
 
     add_serve_parser(sub)
     add_submit_parser(sub)
+    add_bench_service_parser(sub)
 
     from model.evaluate import add_evaluate_parser  # verification against pysteps
 

@@ -60,6 +60,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
         guidance=meta.get("guidance"),
         seed=meta.get("seed"),
         matching=meta.get("matching"),
+        batch_jobs=meta.get("batch_jobs"),
         timings={k: float(v) for k, v in (meta.get("timings") or {}).items()},
     )
 

@@ -154,6 +154,7 @@ class ResultMetadata(BaseModel):
     guidance: float | None = None
     seed: int | None = None
     matching: str | None = None
+    batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)
 
 
