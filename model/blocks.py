@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.spacetime import RelativePositionBias
+
 
 def layer_norm(x: torch.Tensor, gain: torch.Tensor, dim: int) -> torch.Tensor:
     """Gain-only layer norm over one axis, computed in float32 (eps 1e-5, biased variance)."""
@@ -134,11 +136,15 @@ class TemporalAttention(nn.Module):
     """Residual, pre-normed softmax attention across the frames of each pixel.
 
     ``norm="time"`` normalises over the frame axis as the reference code does (STLDM.md 7.1);
-    ``norm="channel"`` over channels. No positional code.
+    ``norm="channel"`` over channels. No positional code unless ``position_bias`` adds a
+    learned relative-position bias to the logits (an option, docs/OPTIONS.md); ``causal``
+    lets frame t attend to frames <= t only.
     """
 
-    def __init__(self, dim: int, *, heads: int, head_dim: int, norm: str) -> None:
+    def __init__(self, dim: int, *, heads: int, head_dim: int, norm: str, position_bias: bool = False,
+                 causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
         self.heads, self.norm_axis = heads, {"time": 1, "channel": 2}[norm]
         self.scale = head_dim**-0.5
         self.norm = ChannelNorm(dim)
@@ -146,6 +152,8 @@ class TemporalAttention(nn.Module):
         self.to_k = nn.Linear(dim, heads * head_dim, bias=False)
         self.to_v = nn.Linear(dim, heads * head_dim, bias=False)
         self.to_out = nn.Linear(heads * head_dim, dim)
+        # None by default: STLDM's parameter layout is unchanged
+        self.position_bias = RelativePositionBias(heads) if position_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, C, H, W) -> (B, T, C, H, W)."""
@@ -157,7 +165,12 @@ class TemporalAttention(nn.Module):
             for proj in (self.to_q, self.to_k, self.to_v)
         )
         # explicit softmax(q k^T / sqrt(d)) v: faster than the fused kernel for a few frames
-        attn = (q * self.scale) @ k.transpose(-1, -2)
+        attn = (q * self.scale) @ k.transpose(-1, -2)  # (B*H*W, heads, T, T)
+        if self.position_bias is not None:
+            attn = attn + self.position_bias(t).to(attn.dtype)
+        if self.causal:
+            future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+            attn = attn.masked_fill(future, float("-inf"))
         out = attn.softmax(dim=-1) @ v  # (B*H*W, heads, T, d)
         out = self.to_out(out.transpose(1, 2).reshape(b * height * width, t, -1))
         out = out.reshape(b, height, width, t, c).permute(0, 3, 4, 1, 2)

@@ -11,10 +11,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from model.transform import PixelTransform
 
 TEMPORAL_NORMS = ("time", "channel")
 ENCODINGS = ("mean", "sample")
+ATTENTION_ORDERS = ("st", "sts")
+TRANSLATOR_KINDS = ("gsta", "stc")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,43 @@ class DiffusionConfig:
 
 
 @dataclass(frozen=True)
+class OptionsConfig:
+    """Switches for the SSLDM-ISI ideas (docs/OPTIONS.md); the defaults are STLDM exactly.
+
+    ``intensity_thresholds`` are rain rates in mm/h, converted to pixels through the model's
+    :class:`~model.transform.PixelTransform`; they serve ``intensity_loss`` and
+    ``exceedance_condition``.
+    """
+
+    temporal_shift: bool = False
+    attention_order: str = "st"
+    temporal_position_bias: bool = False
+    translator_kind: str = "gsta"
+    dual_condition: bool = False
+    intensity_loss: bool = False
+    exceedance_condition: bool = False
+    intensity_thresholds: tuple[float, ...] = (1.0, 4.0, 8.0)
+
+    def __post_init__(self) -> None:
+        for name in ("temporal_shift", "temporal_position_bias", "dual_condition", "intensity_loss",
+                     "exceedance_condition"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"option {name} must be true or false, got {getattr(self, name)!r}")
+        if self.attention_order not in ATTENTION_ORDERS:
+            raise ValueError(f"option attention_order must be one of {ATTENTION_ORDERS}, "
+                             f"got {self.attention_order!r}")
+        if self.translator_kind not in TRANSLATOR_KINDS:
+            raise ValueError(f"option translator_kind must be one of {TRANSLATOR_KINDS}, "
+                             f"got {self.translator_kind!r}")
+        taus = self.intensity_thresholds
+        if (not isinstance(taus, tuple) or not taus
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in taus)
+                or list(taus) != sorted(set(taus))):
+            raise ValueError("option intensity_thresholds must be a non-empty, strictly increasing "
+                             f"tuple of positive rain rates in mm/h, got {taus!r}")
+
+
+@dataclass(frozen=True)
 class STLDMConfig:
     """Whole model: ``t_in`` frames of ``size x size`` pixels in, ``t_out`` frames out.
 
@@ -96,12 +137,15 @@ class STLDMConfig:
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     transform: PixelTransform = field(default_factory=PixelTransform)
+    options: OptionsConfig = field(default_factory=OptionsConfig)
 
     def __post_init__(self) -> None:
         if self.t_in < 1 or self.t_out < 1:
             raise ValueError(f"t_in and t_out must be positive, got {self.t_in}, {self.t_out}")
         if self.size % self.size_multiple:
             raise ValueError(f"size must be a multiple of {self.size_multiple}, got {self.size}")
+        if self.options.temporal_position_bias and not self.denoiser.temporal_attention:
+            raise ValueError("option temporal_position_bias needs denoiser.temporal_attention=True")
 
     @property
     def size_multiple(self) -> int:
@@ -114,6 +158,11 @@ class STLDMConfig:
     @property
     def latent_channels(self) -> int:
         return self.vae.channels
+
+    def intensity_pixels(self) -> tuple[float, ...]:
+        """``options.intensity_thresholds`` (mm/h) as pixels in [0, 1] of :attr:`transform`."""
+        values = self.transform.to_pixel(np.asarray(self.options.intensity_thresholds), "mm/h")
+        return tuple(float(v) for v in values)
 
     @classmethod
     def paper(cls, t_in: int = 5, t_out: int = 20, size: int = 128) -> STLDMConfig:
@@ -165,6 +214,7 @@ class STLDMConfig:
             "denoiser": DenoiserConfig,
             "diffusion": DiffusionConfig,
             "transform": PixelTransform,
+            "options": OptionsConfig,  # absent in checkpoints older than the options: defaults
         }
         kwargs: dict[str, Any] = {}
         top = {f.name for f in dataclasses.fields(cls)}

@@ -2,9 +2,14 @@
 
 Notation: x_t (B, T, C, h, w) noisy latents of the T output frames at diffusion step t;
 the condition mu (B, T, C, h, w) is the translator's mean; the output is the v-prediction.
+Options (docs/OPTIONS.md, all off by default): temporal shifts around every ResBlock, a
+second spatial attention per level ("sts"), a relative-position bias in temporal attention,
+and ``extra`` condition channels (B, E, h, w) concatenated at the input for every frame.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import torch
 from torch import nn
@@ -16,7 +21,8 @@ from model.blocks import (
     TemporalAttention,
     TimeEmbedding,
 )
-from model.config import DenoiserConfig
+from model.config import DenoiserConfig, OptionsConfig
+from model.spacetime import temporal_shift
 
 
 def spatial_attention(dim: int, patch: int | None, config: DenoiserConfig) -> nn.Module:
@@ -25,10 +31,25 @@ def spatial_attention(dim: int, patch: int | None, config: DenoiserConfig) -> nn
     return PatchLinearAttention(dim, patch=patch, heads=config.heads, head_dim=config.head_dim)
 
 
-def temporal_attention(dim: int, config: DenoiserConfig) -> nn.Module | None:
+def temporal_attention(dim: int, config: DenoiserConfig, options: OptionsConfig) -> nn.Module | None:
     if not config.temporal_attention:
         return None  # the "spatial only" ablation: identity
-    return TemporalAttention(dim, heads=config.heads, head_dim=config.head_dim, norm=config.temporal_norm)
+    return TemporalAttention(dim, heads=config.heads, head_dim=config.head_dim, norm=config.temporal_norm,
+                             position_bias=options.temporal_position_bias)
+
+
+def second_spatial_attention(dim: int, patch: int | None, config: DenoiserConfig,
+                             options: OptionsConfig) -> nn.Module | None:
+    """The extra spatial attention of ``attention_order="sts"``, output zeroed: starts as identity."""
+    if options.attention_order != "sts":
+        return None
+    module = spatial_attention(dim, patch, config)
+    if isinstance(module, PatchLinearAttention):
+        nn.init.zeros_(module.out_norm.g)
+    elif isinstance(module, FullSpatialAttention):
+        for param in module.to_out.parameters():
+            nn.init.zeros_(param)
+    return module
 
 
 def frames_apply(module: nn.Module | None, x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -44,12 +65,13 @@ class DownLevel(nn.Module):
     -> temporal attn [T skip] -> downsample (or a 3x3 channel change at the deepest level)."""
 
     def __init__(self, dim: int, dim_out: int, *, patch: int | None, last: bool, time_dim: int,
-                 config: DenoiserConfig) -> None:
+                 config: DenoiserConfig, options: OptionsConfig, extra: int = 0) -> None:
         super().__init__()
-        self.res1 = ResBlock(2 * dim, dim, time_dim=time_dim, groups=config.groups)
+        self.res1 = ResBlock(2 * dim + extra, dim, time_dim=time_dim, groups=config.groups)
         self.spatial_attn = spatial_attention(dim, patch, config)
         self.res2 = ResBlock(dim, dim, time_dim=None, groups=config.groups)  # STLDM.md 7.4
-        self.temporal_attn = temporal_attention(dim, config)
+        self.temporal_attn = temporal_attention(dim, config, options)
+        self.spatial_attn2 = second_spatial_attention(dim, patch, config, options)
         if last:
             self.downsample = nn.Conv2d(dim, dim_out, 3, padding=1)
         else:
@@ -57,21 +79,22 @@ class DownLevel(nn.Module):
 
 
 class MidLevel(nn.Module):
-    def __init__(self, dim: int, *, time_dim: int, config: DenoiserConfig) -> None:
+    def __init__(self, dim: int, *, time_dim: int, config: DenoiserConfig, options: OptionsConfig) -> None:
         super().__init__()
         self.res1 = ResBlock(dim, dim, time_dim=time_dim, groups=config.groups)
         self.spatial_attn = FullSpatialAttention(dim, heads=config.heads, head_dim=config.head_dim)
         self.res2 = ResBlock(dim, dim, time_dim=time_dim, groups=config.groups)
-        self.temporal_attn = temporal_attention(dim, config)
+        self.temporal_attn = temporal_attention(dim, config, options)
+        self.spatial_attn2 = second_spatial_attention(dim, None, config, options)
         self.res3 = ResBlock(dim, dim, time_dim=time_dim, groups=config.groups)
 
 
 class UpLevel(nn.Module):
     """upsample -> temporal attn -> concat T skip -> ResBlock -> spatial attn -> concat S skip
-    -> ResBlock."""
+    -> ResBlock. With ``attention_order="sts"`` a spatial attention precedes the temporal one."""
 
     def __init__(self, dim: int, skip: int, dim_out: int, *, patch: int | None, first: bool,
-                 time_dim: int, config: DenoiserConfig) -> None:
+                 time_dim: int, config: DenoiserConfig, options: OptionsConfig) -> None:
         super().__init__()
         if first:
             self.upsample: nn.Module = nn.Conv2d(dim, dim, 3, padding=1)
@@ -79,16 +102,25 @@ class UpLevel(nn.Module):
             self.upsample = nn.ConvTranspose2d(dim, dim, 4, stride=2, padding=1)
         self.spatial_attn = spatial_attention(dim, patch, config)
         self.res1 = ResBlock(dim + skip, dim, time_dim=time_dim, groups=config.groups)
-        self.temporal_attn = temporal_attention(dim, config)
+        self.temporal_attn = temporal_attention(dim, config, options)
+        self.spatial_attn2 = second_spatial_attention(dim, patch, config, options)
         self.res2 = ResBlock(dim + skip, dim_out, time_dim=time_dim, groups=config.groups)
 
 
 class Denoiser(nn.Module):
-    """v-prediction U-Net: ``denoiser(x_t, t, cond)`` -> v, all (B, T, C, h, w)."""
+    """v-prediction U-Net: ``denoiser(x_t, t, cond)`` -> v, all (B, T, C, h, w).
 
-    def __init__(self, config: DenoiserConfig, *, channels: int) -> None:
+    ``extra_channels`` widens the first ResBlock's input for per-sample condition channels
+    (dual conditioning, exceedance channels), concatenated after ``cond`` at level 0.
+    """
+
+    def __init__(self, config: DenoiserConfig, *, channels: int, options: OptionsConfig | None = None,
+                 extra_channels: int = 0) -> None:
         super().__init__()
         self.config = config
+        options = options or OptionsConfig()
+        self.shift = options.temporal_shift
+        self.extra_channels = extra_channels
         base = config.base_channels
         levels = len(config.channel_mults)
         dims = [channels] + [base * m for m in config.channel_mults]
@@ -99,7 +131,8 @@ class Denoiser(nn.Module):
         self.time_embed = TimeEmbedding(base, time_dim)
         self.down = nn.ModuleList(
             DownLevel(dims[n], dims[n + 1], patch=patches[n], last=n == levels - 1,
-                      time_dim=time_dim, config=config)
+                      time_dim=time_dim, config=config, options=options,
+                      extra=extra_channels if n == 0 else 0)
             for n in range(levels)
         )
         # Condition pyramid; the deepest conv is never used but is part of the published
@@ -107,10 +140,11 @@ class Denoiser(nn.Module):
         self.cond_down = nn.ModuleList(
             nn.Conv2d(dims[n], dims[n + 1], 4, stride=2, padding=1) for n in range(levels)
         )
-        self.mid = MidLevel(dims[-1], time_dim=time_dim, config=config)
+        self.mid = MidLevel(dims[-1], time_dim=time_dim, config=config, options=options)
         self.up = nn.ModuleList(
             UpLevel(dims[levels - n], dims[levels - n - 1], dims[levels - n - 1],
-                    patch=patches[levels - n - 1], first=n == 0, time_dim=time_dim, config=config)
+                    patch=patches[levels - n - 1], first=n == 0, time_dim=time_dim, config=config,
+                    options=options)
             for n in range(levels)
         )
 
@@ -130,8 +164,27 @@ class Denoiser(nn.Module):
                 level = self.cond_down[i](level)
         return pyramid
 
+    def extra_condition(self, extra: torch.Tensor | None, like: torch.Tensor, cond: torch.Tensor | None,
+                        null: torch.Tensor | None) -> torch.Tensor | None:
+        """(B*T, E, h, w) extra channels repeated for every frame; zeros wherever the translator
+        condition is dropped (``cond`` None or ``null`` rows), so guidance drops both together."""
+        if not self.extra_channels:
+            return None
+        n, _, h, w = like.shape
+        if extra is None or cond is None:
+            return like.new_zeros(n, self.extra_channels, h, w)
+        if null is not None:
+            extra = extra * (~null).to(extra.dtype)[:, None, None, None]
+        return extra.to(like.dtype).repeat_interleave(n // extra.shape[0], dim=0)
+
+    def res(self, block: nn.Module, x: torch.Tensor, temb: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """A ResBlock, between temporal shifts when the ``temporal_shift`` option is on."""
+        if not self.shift:
+            return block(x, temb)
+        return temporal_shift(block(temporal_shift(x, frames), temb), frames)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, *,
-                null: torch.Tensor | None = None) -> torch.Tensor:
+                null: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Predict v.
 
         Parameters
@@ -140,6 +193,8 @@ class Denoiser(nn.Module):
         t : (B,) integer diffusion steps in [0, train_steps).
         cond : (B, T, C, h, w) translator mean, or None for the null condition (zeros).
         null : (B,) bool, optional; rows that take the null condition although ``cond`` is given.
+        extra : (B, E, h, w), optional; extra condition channels (E = ``extra_channels``), the
+            same for every frame; None gives zeros. Dropped with ``cond``.
 
         Returns
         -------
@@ -149,30 +204,39 @@ class Denoiser(nn.Module):
         temb = self.time_embed(t).repeat_interleave(frames, dim=0)  # (B*T, time_dim)
         out = x.reshape(b * frames, c, h, w)
         conds = self.condition_pyramid(cond, out, null)
+        first_extra = self.extra_condition(extra, out, cond, null)
         skips = []
-        for level, level_cond in zip(self.down, conds, strict=True):
+        for level, level_cond in zip(cast("list[DownLevel]", self.down), conds, strict=True):
             if level_cond is None:
                 level_cond = torch.zeros_like(out)
-            out = level.res1(torch.cat((out, level_cond), dim=1), temb)
+            inputs = (out, level_cond) if first_extra is None else (out, level_cond, first_extra)
+            first_extra = None  # level 0 only
+            out = self.res(level.res1, torch.cat(inputs, dim=1), temb, frames)
             out = level.spatial_attn(out)
             spatial_skip = out
-            out = level.res2(out)
+            out = self.res(level.res2, out, None, frames)
             out = frames_apply(level.temporal_attn, out, frames)
+            if level.spatial_attn2 is not None:  # spatial -> temporal -> spatial
+                out = level.spatial_attn2(out)
             skips.append((spatial_skip, out))
             out = level.downsample(out)
 
         mid = self.mid
-        out = mid.res1(out, temb)
+        out = self.res(mid.res1, out, temb, frames)
         out = mid.spatial_attn(out)
-        out = mid.res2(out, temb)
+        out = self.res(mid.res2, out, temb, frames)
         out = frames_apply(mid.temporal_attn, out, frames)
-        out = mid.res3(out, temb)
+        if mid.spatial_attn2 is not None:
+            out = mid.spatial_attn2(out)
+        out = self.res(mid.res3, out, temb, frames)
 
-        for level in self.up:
+        for up in cast("list[UpLevel]", self.up):
             spatial_skip, temporal_skip = skips.pop()
-            out = level.upsample(out)
-            out = frames_apply(level.temporal_attn, out, frames)
-            out = level.res1(torch.cat((out, temporal_skip), dim=1), temb)
-            out = level.spatial_attn(out)
-            out = level.res2(torch.cat((out, spatial_skip), dim=1), temb)
+            out = up.upsample(out)
+            if up.spatial_attn2 is not None:  # spatial -> temporal, then spatial after res1
+                out = up.spatial_attn2(out)
+            out = frames_apply(up.temporal_attn, out, frames)
+            out = self.res(up.res1, torch.cat((out, temporal_skip), dim=1), temb, frames)
+            out = up.spatial_attn(out)
+            out = self.res(up.res2, torch.cat((out, spatial_skip), dim=1), temb, frames)
         return out.reshape(b, frames, -1, h, w)

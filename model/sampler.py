@@ -46,7 +46,8 @@ def member_noise(shape: Sequence[int], seeds: Sequence[int], members: int,
 
 @torch.inference_mode()
 def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Tensor,
-                   noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0) -> torch.Tensor:
+                   noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0,
+                   extra: torch.Tensor | None = None) -> torch.Tensor:
     """Run the DDIM loop (eta = 0) from ``noise`` under condition ``cond``.
 
     Parameters
@@ -55,6 +56,8 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     noise : (N, T, C, h, w) initial latents x_T.
     steps : DDIM steps (20 in the paper).
     guidance : CFG scale w; when non-zero the conditional and null passes run as one batch.
+    extra : (N, E, h, w), optional; extra condition channels (options), dropped with ``cond``
+        in the null pass.
 
     Returns
     -------
@@ -64,16 +67,18 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     x = noise
     if guidance != 0:
         cond = torch.cat((cond, cond))
+        extra = None if extra is None else torch.cat((extra, extra))
         null = torch.cat((torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)))
         null = null.to(noise.device)
     for t, t_prev in scheduler.timesteps(steps):
         if guidance != 0:
             times = torch.full((2 * n,), t, dtype=torch.long, device=x.device)
-            v_cond, v_null = denoiser(torch.cat((x, x)), times, cond, null=null).float().chunk(2)
+            v_cond, v_null = denoiser(torch.cat((x, x)), times, cond, null=null,
+                                      extra=extra).float().chunk(2)
             v = cfg(v_cond, v_null, guidance)
         else:
             times = torch.full((n,), t, dtype=torch.long, device=x.device)
-            v = denoiser(x, times, cond).float()
+            v = denoiser(x, times, cond, extra=extra).float()
         x = scheduler.step(v, t, t_prev, x)
     return x
 
@@ -153,8 +158,11 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         first = decode_frames(model.vae, estimate.flatten(0, 1)).reshape(b, config.t_out, *x.shape[-2:])
         noise = member_noise(mu.shape[1:], seeds, members).to(device)  # (B, K, T, C, h, w)
         cond = mu[:, None].expand(-1, members, *mu.shape[1:]).flatten(0, 1)
+        extra = model.extra_condition(frames.reshape(b, config.t_in, *x.shape[-2:]), z)
+        if extra is not None:  # (B, E, h, w) -> (B*K, E, h, w)
+            extra = extra.float()[:, None].expand(-1, members, *extra.shape[1:]).flatten(0, 1)
         z0 = sample_latents(model.denoiser, model.scheduler, cond, noise.flatten(0, 1),
-                            steps=steps, guidance=guidance)
+                            steps=steps, guidance=guidance, extra=extra)
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
     if matching == "cdf":

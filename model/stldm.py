@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from model.condition import ContextCondition
 from model.config import STLDMConfig
 from model.denoiser import Denoiser
 from model.scheduler import DDIMScheduler
+from model.stc import STCTranslator
 from model.translator import Translator
 from model.vae import VAE
 
@@ -25,12 +27,23 @@ class STLDM(nn.Module):
     def __init__(self, config: STLDMConfig) -> None:
         super().__init__()
         self.config = config
+        options = config.options
         self.vae = VAE(config.vae)
-        self.translator = Translator(
+        kind = STCTranslator if options.translator_kind == "stc" else Translator
+        self.translator = kind(
             config.translator, t_in=config.t_in, t_out=config.t_out, channels=config.vae.channels
         )
-        self.denoiser = Denoiser(config.denoiser, channels=config.vae.channels)
+        context = ContextCondition(config)
+        # None unless an option asks for extra condition channels: the default layout is STLDM's
+        self.context = context if context.channels else None
+        self.denoiser = Denoiser(config.denoiser, channels=config.vae.channels, options=options,
+                                 extra_channels=context.channels)
         self.scheduler = DDIMScheduler(config.diffusion)
+
+    def extra_condition(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        """Extra denoiser condition (B, E, h, w) from the context frames x (B, T_in, H, W) in
+        [0, 1] and their latents z (B, T_in, C, h, w); None under the default options."""
+        return None if self.context is None else self.context(x, z)
 
     def forecast(self, x: torch.Tensor, *, members: int = 10, steps: int = 20,
                  guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from model.config import OptionsConfig
 from model.objective import STRATEGIES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,11 @@ HELP = {
     "num_workers": "data-loader worker processes",
     "max_minutes": "wall-clock budget: stop, validate and save when exceeded (0: none)",
     "log_every": "write a log.jsonl line every this many steps",
+    "options": "model options (docs/OPTIONS.md) as key=value,key=value, e.g. "
+               "temporal_shift=true,attention_order=sts,intensity_thresholds=1:4:8; applied to a "
+               "fresh model and to the --init model (weights copied where they fit)",
 }
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,10 @@ class TrainConfig:
     num_workers: int = 0
     max_minutes: float = 55.0
     log_every: int = 10
+    options: str = ""
 
     def __post_init__(self) -> None:
+        parse_options(self.options)  # fails early, naming a bad key or value
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
@@ -107,6 +114,37 @@ class TrainConfig:
         return dataclasses.replace(self, data=tuple(data), out=self.out or str(Path("runs") / self.name),
                                    device=str(device))
 
+
+def parse_options(text: str, base: OptionsConfig | None = None) -> OptionsConfig:
+    """``base`` (default: the default options) with the ``key=value,key=value`` of ``text`` applied.
+
+    Booleans are true/false (also 1/0, yes/no, on/off); tuples are colon-separated
+    (``intensity_thresholds=1:4:8``). Raises ``ValueError`` naming an unknown key or bad value.
+    """
+    base = base or OptionsConfig()
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(OptionsConfig)}
+    changes: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = (part.strip() for part in item.partition("="))
+        if key not in fields or not sep:
+            raise ValueError(f"--options: unknown option {key!r} (write key=value); valid keys: "
+                             f"{sorted(fields)}")
+        default = fields[key]
+        if isinstance(default, bool):
+            if raw.lower() not in TRUE + FALSE:
+                raise ValueError(f"--options: {key} must be true or false, got {raw!r}")
+            changes[key] = raw.lower() in TRUE
+        elif isinstance(default, tuple):
+            try:
+                changes[key] = tuple(float(v) for v in raw.split(":"))
+            except ValueError:
+                raise ValueError(f"--options: {key} must be numbers separated by ':', got {raw!r}") from None
+        else:
+            changes[key] = raw
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as err:
+        raise ValueError(f"--options: {err}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -106,5 +106,33 @@ def resumable_folder(out: Path) -> Path | None:
     return None
 
 
+def load_partial(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Copy into ``model`` every tensor of ``state`` that fits (fine-tuning with new options).
+
+    A tensor with the same name and shape is copied; one whose input-channel axis (axis 1)
+    grew, all else equal, gets the old slice copied and the new slice zeroed (a conv that now
+    also sees extra condition channels starts by ignoring them); the rest keep their fresh
+    initialisation. Returns counts: copied, widened, new (model tensors not copied or
+    widened) and dropped (``state`` tensors the model has no place for).
+    """
+    own = model.state_dict()  # shares storage with the parameters and buffers
+    copied = widened = 0
+    with torch.no_grad():
+        for name, target in own.items():
+            source = state.get(name)
+            if source is None:
+                continue
+            if source.shape == target.shape:
+                target.copy_(source)
+                copied += 1
+            elif (source.ndim == target.ndim >= 2 and source.shape[0] == target.shape[0]
+                  and source.shape[2:] == target.shape[2:] and source.shape[1] < target.shape[1]):
+                target.zero_()
+                target[:, : source.shape[1]].copy_(source)
+                widened += 1
+    return {"copied": copied, "widened": widened, "new": len(own) - copied - widened,
+            "dropped": len(set(state) - set(own))}
+
+
 def load_state(folder: Path) -> dict[str, Any]:
     return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)

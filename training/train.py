@@ -33,13 +33,14 @@ from model.checkpoint import load_checkpoint
 from model.config import STLDMConfig
 from model.objective import apply_strategy, stldm_loss
 from model.stldm import STLDM
-from training.config import SYNTHETIC_WINDOWS, TrainConfig, config_from_args
+from training.config import SYNTHETIC_WINDOWS, TrainConfig, config_from_args, parse_options
 from training.distributed import agree, gather_rng, setup, teardown
 from training.ema import EMA
 from training.logging_utils import JsonlLog, hardware_summary, rounded
 from training.schedule import lr_at, param_groups
 from training.state import (
     ResumableSampler,
+    load_partial,
     load_state,
     resumable_folder,
     save_folder,
@@ -90,10 +91,15 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
     train_ds, val_ds, data_summary = build_data(config, model_config, datasets)
 
     # -- model and optimiser
-    source = resume_from or config.init
     model = STLDM(model_config)
-    if source:  # verified weights; the frame size may differ from the checkpoint's
-        model.load_state_dict(load_checkpoint(source).state_dict())
+    # verified weights; the frame size may differ from the checkpoint's
+    if resume_from is not None:
+        model.load_state_dict(load_checkpoint(resume_from).state_dict())
+    elif config.init:  # --options may add or widen tensors: copy what fits
+        counts = load_partial(model, load_checkpoint(config.init).state_dict())
+        log.info("--init %s: %d tensors copied, %d widened (new input channels zero), %d new, "
+                 "%d dropped", config.init, counts["copied"], counts["widened"], counts["new"],
+                 counts["dropped"])
     model.to(device).train()
     apply_strategy(model, config.strategy)
     optimiser = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
@@ -201,17 +207,23 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
     return out
 
 
-def resolve_model_config(config: TrainConfig, source: Path | None) -> STLDMConfig:
-    """The preset's config, or the config of the checkpoint resumed or fine-tuned from."""
-    source = source or (Path(config.init) if config.init else None)
+def resolve_model_config(config: TrainConfig, resume_from: Path | None) -> STLDMConfig:
+    """The preset's config, or the config of the checkpoint resumed or fine-tuned from, with
+    ``config.options`` applied (a resumed run must keep its checkpoint's options)."""
+    source = resume_from or (Path(config.init) if config.init else None)
     if source is None:
-        return STLDMConfig.preset_named(config.preset, t_in=config.t_in, t_out=config.t_out,
-                                        size=config.size)
-    model_config = STLDMConfig.from_dict(json.loads((source / "config.json").read_text()))
-    if (model_config.t_in, model_config.t_out) != (config.t_in, config.t_out):
-        raise ValueError(f"{source} is a {model_config.t_in} -> {model_config.t_out} model; "
-                         f"got --t-in {config.t_in} --t-out {config.t_out}")
-    return dataclasses.replace(model_config, size=config.size)
+        model_config = STLDMConfig.preset_named(config.preset, t_in=config.t_in, t_out=config.t_out,
+                                                size=config.size)
+    else:
+        model_config = STLDMConfig.from_dict(json.loads((source / "config.json").read_text()))
+        if (model_config.t_in, model_config.t_out) != (config.t_in, config.t_out):
+            raise ValueError(f"{source} is a {model_config.t_in} -> {model_config.t_out} model; "
+                             f"got --t-in {config.t_in} --t-out {config.t_out}")
+    options = parse_options(config.options, model_config.options)
+    if resume_from is not None and options != model_config.options:
+        raise ValueError(f"--options {config.options!r} differ from the options of {resume_from}; "
+                         "a resumed run keeps them (start a new run with --init to change them)")
+    return dataclasses.replace(model_config, size=config.size, options=options)
 
 
 def build_data(config: TrainConfig, model_config: STLDMConfig,
