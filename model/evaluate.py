@@ -10,6 +10,11 @@ cells, in mm/h:
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
 - ``steps``: the pysteps STEPS ensemble with as many members, seed ``seed + window``.
 
+``methods`` (``--methods stldm,persistence``) scores a subset; a method left out is not run at
+all (so leaving out ``extrapolation`` and ``steps`` skips pysteps, the slow part on a CPU). Its
+timing is then None in ``scores.json`` ("nan" in the report) and ``case.png`` needs both
+``stldm`` and ``steps``.
+
 Held-out data
     Files that the checkpoint's manifest lists with training or validation windows are
     refused unless ``allow_training_data``; the default model (FMI + KNMI) never saw the
@@ -98,6 +103,7 @@ class EvaluateOptions:
     fvd_weights: Path | None = None
     plots: bool = True
     threads: int = 1  # torch CPU threads; 1 matches STEPS' single worker (equal resources)
+    methods: tuple[str, ...] = METHODS
 
 
 @dataclass(eq=False)
@@ -268,6 +274,29 @@ def perceptual_status(name: str, weights: Path | None) -> str:
                      f"implemented in this version; run without --{name}-weights to skip {name.upper()}")
 
 
+def parse_methods(methods: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The methods to score, in the order of ``METHODS``, from a comma list or a sequence.
+
+    Raises ``ValueError`` naming the valid choices for an unknown or empty selection.
+    """
+    names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
+    names = [m for m in names if m]
+    unknown = sorted(set(names) - set(METHODS))
+    if unknown or not names:
+        raise ValueError(f"methods must be a comma list among {', '.join(METHODS)}; got {methods!r}")
+    return tuple(m for m in METHODS if m in names)
+
+
+def methods_argument(text: str) -> tuple[str, ...]:
+    """``--methods``: :func:`parse_methods` with argparse's error type (the message survives)."""
+    import argparse
+
+    try:
+        return parse_methods(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def evaluate(opts: EvaluateOptions) -> dict:
     """Run the evaluation and write ``scores.json``, ``report.md`` and plots under ``opts.out``."""
     import torch
@@ -276,6 +305,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
     from model.checkpoint import load_checkpoint, read_manifest
     from model.pysteps_baseline import extrapolation_nowcast, steps_nowcast
 
+    methods = parse_methods(opts.methods)
     if opts.members < 2:
         raise ValueError(f"members must be >= 2 for ensemble scores, got {opts.members}")
     if opts.paper_thresholds not in (*PAPER_THRESHOLDS_255, "none"):
@@ -318,35 +348,40 @@ def evaluate(opts: EvaluateOptions) -> dict:
              leads[-1], opts.members)
 
     scores = {m: MethodScores(thresholds, n_leads, opts.members if m in ENSEMBLES else 1,
-                              m in ENSEMBLES, opts.seed) for m in METHODS}
+                              m in ENSEMBLES, opts.seed) for m in methods}
     seconds: dict[str, list[float]] = {"stldm": [], "steps": []}
+    run_stldm = bool({"stldm", "stldm_first_estimate"} & set(methods))
     case = None
     for i, win in enumerate(tqdm(windows, desc="evaluate", unit="window")):
         x, truth = win.values[: config.t_in], win.values[config.t_in : config.t_in + n_leads]
         valid = np.isfinite(truth)
         pixels = torch.from_numpy(transform.to_pixel(np.nan_to_num(x, nan=0.0), "mm/h"))[None]
-        start = time.perf_counter()
-        out = model.forecast(pixels, members=opts.members, steps=opts.steps, seed=opts.seed + i,
-                             matching=opts.matching)
-        seconds["stldm"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        steps_fc = steps_nowcast(x, n_members=opts.members, n_leadtimes=config.t_out,
-                                 timestep_minutes=step, km_per_pixel=cell_km, seed=opts.seed + i)
-        seconds["steps"].append(time.perf_counter() - start)
-        forecasts = {
-            "stldm": transform.from_pixel(out.members[0, :, :n_leads].numpy(), "mm/h"),
-            "stldm_first_estimate": transform.from_pixel(out.first_estimate[0, None, :n_leads].numpy(),
-                                                         "mm/h"),
-            "persistence": np.repeat(np.nan_to_num(x[-1:], nan=0.0)[None], n_leads, axis=1),
-            "extrapolation": extrapolation_nowcast(x, n_leadtimes=n_leads)[None],
-            "steps": steps_fc[:, :n_leads],
-        }
+        forecasts = {}
+        if run_stldm:
+            start = time.perf_counter()
+            out = model.forecast(pixels, members=opts.members, steps=opts.steps, seed=opts.seed + i,
+                                 matching=opts.matching)
+            seconds["stldm"].append(time.perf_counter() - start)
+            forecasts["stldm"] = transform.from_pixel(out.members[0, :, :n_leads].numpy(), "mm/h")
+            forecasts["stldm_first_estimate"] = transform.from_pixel(
+                out.first_estimate[0, None, :n_leads].numpy(), "mm/h")
+        if "steps" in methods:
+            start = time.perf_counter()
+            steps_fc = steps_nowcast(x, n_members=opts.members, n_leadtimes=config.t_out,
+                                     timestep_minutes=step, km_per_pixel=cell_km, seed=opts.seed + i)
+            seconds["steps"].append(time.perf_counter() - start)
+            forecasts["steps"] = steps_fc[:, :n_leads]
+        forecasts["persistence"] = np.repeat(np.nan_to_num(x[-1:], nan=0.0)[None], n_leads, axis=1)
+        if "extrapolation" in methods:
+            forecasts["extrapolation"] = extrapolation_nowcast(x, n_leadtimes=n_leads)[None]
+        forecasts = {m: forecasts[m] for m in methods}
         for name, fc in forecasts.items():
             scores[name].add(fc, np.where(valid, truth, 0.0), valid, transform)
-        if case is None:
+        if case is None and {"stldm", "steps"} <= set(methods):
             case = {"window": i, "inputs": x, "truth": truth, **forecasts}
 
-    median = {m: statistics.median(s[1:] if len(s) >= 3 else s) for m, s in seconds.items()}
+    median = {m: statistics.median(s[1:] if len(s) >= 3 else s) if s else float("nan")
+              for m, s in seconds.items()}
     timing: dict[str, object] = {f"{m}_seconds_per_ensemble": v for m, v in median.items()}
     timing["ratio_stldm_over_steps"] = median["stldm"] / median["steps"]
     timing.update(members=opts.members, lead_times=config.t_out, windows_timed=len(windows),
@@ -354,7 +389,8 @@ def evaluate(opts: EvaluateOptions) -> dict:
     result = {
         "checkpoint": str(opts.checkpoint), "model_version": manifest.get("model_version"),
         "options": jsonable(asdict(opts)),
-        "events": [str(p) for p in opts.events], "step_minutes": step, "cell_km": cell_km,
+        "events": [str(p) for p in opts.events], "methods": list(methods),
+        "step_minutes": step, "cell_km": cell_km,
         "resampling": "linear interpolation in time between neighbouring native frames",
         "lead_minutes": leads, "members": opts.members, "pools": list(POOLS),
         "fss_scales_cells": list(FSS_SCALES),
@@ -370,7 +406,9 @@ def evaluate(opts: EvaluateOptions) -> dict:
         from model.evaluate_plots import write_plots
 
         plots = write_plots(result, case, opts.out)
-    (opts.out / "report.md").write_text(markdown_report(result, plots))
+    # the report formats the timing as numbers: a method not run reads "nan" there
+    report_timing = {k: float("nan") if v is None else v for k, v in result["timing"].items()}
+    (opts.out / "report.md").write_text(markdown_report({**result, "timing": report_timing}, plots))
     log.info("wrote %s", opts.out)
     return result
 
@@ -402,6 +440,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--fvd-weights", type=Path, default=None, help="FVD (I3D) weights (else skipped)")
     p.add_argument("--threads", type=int, default=defaults.threads,
                    help="torch CPU threads (1: the same resources as STEPS' single worker)")
+    p.add_argument("--methods", type=methods_argument, default=METHODS,
+                   help=f"comma list of the methods to run and score (default: all, {','.join(METHODS)}); "
+                   "e.g. stldm,persistence skips the slow pysteps baselines")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -414,7 +455,8 @@ def cmd_evaluate(args) -> int:
         thresholds=tuple(args.thresholds), paper_thresholds=args.paper_thresholds,
         min_rain_fraction=args.min_rain_fraction, matching=args.matching, steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
-        fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads)
+        fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads,
+        methods=args.methods)
     evaluate(opts)
     log.info("report: %s", opts.out / "report.md")
     return 0

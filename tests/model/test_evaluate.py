@@ -108,3 +108,34 @@ def test_evaluate_smoke_on_a_tiny_event(tmp_path):
     assert "| steps |" in report and "ratio STLDM / STEPS" in report
     for name in ("scores_vs_lead.png", "reliability.png", "rank_histograms.png", "case.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_parse_methods_keeps_the_canonical_order_and_names_the_choices():
+    from model.evaluate import METHODS, parse_methods
+
+    assert parse_methods("persistence, stldm") == ("stldm", "persistence")
+    assert parse_methods(METHODS) == METHODS
+    with pytest.raises(ValueError, match="extrapolation"):
+        parse_methods("stldm,pysteps")
+    with pytest.raises(ValueError, match="comma list"):
+        parse_methods("")
+
+
+@pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="needs checkpoints/default")
+def test_evaluate_methods_runs_and_scores_only_the_chosen_methods(tmp_path):
+    from model.cli import main
+
+    event = write_event(tmp_path / "tiny.nc")
+    out = tmp_path / "out"
+    assert main(["evaluate", "--checkpoint", str(CHECKPOINT), "--events", str(event), "--members", "2",
+                 "--max-windows", "1", "--steps", "2", "--methods", "persistence,stldm", "--no-plots",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "scores.json").read_text())
+    assert set(result["scores"]) == {"stldm", "persistence"} and result["methods"] == ["stldm", "persistence"]
+    timing = result["timing"]
+    assert timing["stldm_seconds_per_ensemble"] > 0
+    assert timing["steps_seconds_per_ensemble"] is None and timing["ratio_stldm_over_steps"] is None
+    report = (out / "report.md").read_text()
+    assert "| persistence |" in report and "| steps |" not in report
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--events", str(event), "--methods", "stldm,nope"])
