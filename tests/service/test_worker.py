@@ -181,6 +181,23 @@ def test_the_real_checkpoint_serves_a_job_end_to_end(settings, submit_job, call_
     assert list(result["lead_minutes"][:2]) == [5, 10]
 
 
+def test_a_member_does_not_depend_on_the_jobs_batched_with_it(settings, submit_job, call_async):
+    """Same input and seed -> the same nowcast, alone or sampled in one call with another job."""
+    model = load_checkpoint(CHECKPOINT)
+    rng = np.random.default_rng(1)
+    pixels = (rng.random((model.config.t_in, 64, 64)) * 0.7).astype(np.float32)
+    worker = Worker(settings, model=model, name="w-batch")
+    alone, _ = submit_job(pixels, members=2, seed=5)
+    assert worker.step(block_ms=100) == 1
+    batched, _ = submit_job(pixels, members=2, seed=5)
+    other, _ = submit_job(pixels[::-1].copy(), members=2, seed=9)
+    assert worker.step(block_ms=100) == 2
+    first, second = (result_of(call_async, settings.queue, job) for job in (alone, batched))
+    assert first["meta"]["batch_jobs"] == 1 and second["meta"]["batch_jobs"] == 2
+    np.testing.assert_allclose(second["members"], first["members"], atol=1e-3)
+    assert not np.allclose(result_of(call_async, settings.queue, other)["members"], first["members"])
+
+
 def _start_worker(settings, name: str, **env) -> subprocess.Popen:
     environment = {**os.environ, "NOWCAST_REDIS__URL": settings.redis.url,
                    "NOWCAST_QUEUE__PREFIX": settings.queue.prefix, "NOWCAST_WORKER__NAME": name,
