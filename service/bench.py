@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from service.cli import DEFAULT_URL, _check, cut_input
+from service.cli import DEFAULT_URL, SubmitError, _check, cut_input, wait_for_job
 from service.serve import EXAMPLE_EVENT, free_port, http_answers, stop, wait_until
 
 log = logging.getLogger("nowcast.bench")
@@ -39,19 +39,7 @@ def one_request(client, body: dict[str, Any], *, poll: float, timeout: float) ->
     """Submit ``body``, wait for the job, fetch its JSON result; latency and worker timings."""
     start = time.perf_counter()
     job = _check(client.post("/v1/nowcasts", json=body)).json()
-    etag, deadline = None, start + timeout
-    while True:
-        response = client.get(job["status_url"], headers={"If-None-Match": etag} if etag else {})
-        if response.status_code != 304:
-            status = _check(response).json()
-            etag = response.headers.get("ETag")
-            if status["status"] == "done":
-                break
-            if status["status"] == "failed":
-                raise RuntimeError(f"job {job['id']} failed: {status.get('error')}")
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"job {job['id']} not done after {timeout:.0f} s")
-        time.sleep(poll)
+    wait_for_job(client, job["status_url"], timeout=timeout, poll=poll)
     meta = _check(client.get(job["result_url"], params={"format": "json"})).json()["metadata"]
     latency = time.perf_counter() - start
     return {"latency": latency, "sampling": float(meta["timings"].get("sampling_seconds", np.nan)),
@@ -73,7 +61,7 @@ def run_level(url: str, body: dict[str, Any], *, clients: int, requests: int, po
                 try:
                     rec = one_request(client, {**body, "seed": seed0 + c * requests + r}, poll=poll,
                                       timeout=timeout)
-                except (httpx.HTTPError, RuntimeError) as err:
+                except (httpx.HTTPError, SubmitError) as err:
                     with lock:
                         errors.append(str(err))
                     continue
@@ -135,6 +123,7 @@ def bench(args: argparse.Namespace) -> int:
     import httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("nowcast.submit").setLevel(logging.WARNING)  # a line per job state is noise here
     with tempfile.TemporaryDirectory() as tmp:
         url, processes = (args.url, []) if args.url else start_stack(Path(tmp), workers=args.workers)
         try:
