@@ -198,60 +198,67 @@ def test_a_member_does_not_depend_on_the_jobs_batched_with_it(settings, submit_j
     assert not np.allclose(result_of(call_async, settings.queue, other)["members"], first["members"])
 
 
-def _start_worker(settings, name: str, **env) -> subprocess.Popen:
+def _start_worker(settings, name: str, log_path: Path, **env) -> subprocess.Popen:
+    """``python -m service.worker`` on the test queue; its log goes to ``log_path``."""
     environment = {**os.environ, "NOWCAST_REDIS__URL": settings.redis.url,
                    "NOWCAST_QUEUE__PREFIX": settings.queue.prefix, "NOWCAST_WORKER__NAME": name,
                    "NOWCAST_WORKER__METRICS_PORT": "0", "NOWCAST_MODEL__THREADS": "1",
                    "NOWCAST_MODEL__CHECKPOINT": str(CHECKPOINT), **env}
-    return subprocess.Popen([sys.executable, "-m", "service.worker"], cwd=ROOT, env=environment,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log_path, "wb") as log:  # a file, not a pipe nobody reads, which could fill and block
+        return subprocess.Popen([sys.executable, "-m", "service.worker"], cwd=ROOT, env=environment,
+                                stdout=subprocess.DEVNULL, stderr=log)
 
 
-def _wait(condition, seconds: float, what: str, process: subprocess.Popen) -> None:
+def _wait(condition, seconds: float, what: str, process: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if process.poll() is not None:
-            stderr = process.stderr.read().decode()
-            pytest.fail(f"worker exited ({process.returncode}) before {what}: {stderr}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            pytest.fail(f"worker exited ({process.returncode}) before {what}:\n{log_path.read_text()}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{log_path.read_text()}"
         time.sleep(0.1)
 
 
-@pytest.mark.slow
-def test_a_killed_worker_process_loses_no_job(settings, redis, submit_job, call_async):
-    keys = jobs.Keys(settings.queue.prefix)
-    process = _start_worker(settings, "doomed", NOWCAST_MODEL__STEPS="500")  # minutes of sampling
-    try:
-        _wait(lambda: redis.exists(keys.worker("doomed")), 120, "the worker heartbeat", process)
-        pixels = np.full((5, 128, 128), 0.4, np.float32)
-        job_id, _ = submit_job(pixels, members=4)
-        _wait(lambda: status_of(call_async, settings.queue, job_id)["status"] == jobs.RUNNING, 60,
-              "the job to start", process)
-    finally:
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
         process.kill()
-        process.wait(timeout=30)
-        process.stderr.close()
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_loses_no_job(settings, redis, submit_job, call_async, tmp_path):
+    keys = jobs.Keys(settings.queue.prefix)
+    log_path = tmp_path / "doomed.log"
+    process = _start_worker(settings, "doomed", log_path, NOWCAST_MODEL__STEPS="50")
+    try:
+        _wait(lambda: redis.exists(keys.worker("doomed")), 120, "the worker heartbeat", process, log_path)
+        pixels = np.full((5, 128, 128), 0.4, np.float32)
+        job_id, _ = submit_job(pixels, members=8)  # 8 members x 50 steps: many seconds of sampling
+        _wait(lambda: status_of(call_async, settings.queue, job_id)["status"] == jobs.RUNNING, 60,
+              "the job to start", process, log_path)
+        running = status_of(call_async, settings.queue, job_id)
+    finally:
+        _stop(process)
+    doomed_log = log_path.read_text()
+    assert running["attempts"] == "1", f"the first attempt did not reach sampling:\n{doomed_log}"
     worker = Worker(settings, model=load_checkpoint(CHECKPOINT), name="rescuer")
     deadline = time.monotonic() + 30
     while worker.step(block_ms=100) == 0:
         assert time.monotonic() < deadline, "the orphaned job was not taken over"
     job = status_of(call_async, settings.queue, job_id)
-    assert job["status"] == jobs.DONE and job["attempts"] == "2"
+    assert job["status"] == jobs.DONE and job["attempts"] == "2", f"{job}\nfirst worker's log:\n{doomed_log}"
 
 
 @pytest.mark.slow
-def test_sigterm_stops_an_idle_worker_process_cleanly(settings, redis):
+def test_sigterm_stops_an_idle_worker_process_cleanly(settings, redis, tmp_path):
     keys = jobs.Keys(settings.queue.prefix)
-    process = _start_worker(settings, "polite")
+    log_path = tmp_path / "polite.log"
+    process = _start_worker(settings, "polite", log_path)
     try:
-        _wait(lambda: redis.exists(keys.worker("polite")), 120, "the worker heartbeat", process)
+        _wait(lambda: redis.exists(keys.worker("polite")), 120, "the worker heartbeat", process, log_path)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert process.wait(timeout=30) == 0, log_path.read_text()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-        process.stderr.close()
+        _stop(process)
     assert not redis.exists(keys.worker("polite"))
 
 
@@ -264,3 +271,9 @@ def test_a_worker_started_before_any_submission_creates_the_group(settings, redi
     job_id, _ = submit_job(frames(0.5))
     assert worker.step(block_ms=100) == 1
     assert status_of(call_async, settings.queue, job_id)["status"] == jobs.DONE
+
+
+def test_a_worker_refuses_more_ddim_steps_than_the_checkpoint_has(settings, fake_model):
+    too_many = settings.model_copy(update={"model": settings.model.model_copy(update={"steps": 500})})
+    with pytest.raises(ValueError, match=r"NOWCAST_MODEL__STEPS\) must be in \[1, 50\].*got 500"):
+        Worker(too_many, model=fake_model, timestep_minutes=5)
