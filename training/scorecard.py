@@ -75,7 +75,7 @@ def validation_windows(manifest: dict, transform, stride: int | None = None):
 
 
 def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0,
-          matching: str = "none") -> dict:
+          matching: str = "none", guidance: float = 1.0, steps: int = 20) -> dict:
     """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence."""
     transform, t_out = model.config.transform, model.config.t_out
     names = ("ensemble", "first_estimate", "persistence")
@@ -83,7 +83,8 @@ def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0
     crps = {n: np.zeros(t_out) for n in names}
     for i in range(len(windows)):
         item = windows[i]
-        out = model.forecast(item["x"][None], members=members, seed=seed + i, matching=matching)
+        out = model.forecast(item["x"][None], members=members, seed=seed + i, matching=matching,
+                             guidance=guidance, steps=steps)
         ens = transform.from_pixel(out.members[0].numpy(), "mm/h")  # (K, T, H, W)
         first = transform.from_pixel(out.first_estimate[0].numpy(), "mm/h")
         truth = transform.from_pixel(item["y"].numpy(), "mm/h")
@@ -99,7 +100,62 @@ def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0
             for n in names}
 
 
-def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, members: int) -> str:
+def init_summary(init: Path) -> dict | None:
+    """What a fine-tune started from: the ``--init`` checkpoint's version, steps, wall time and
+    recipe (and, in turn, what that one started from), or None when it cannot be read."""
+    try:
+        manifest = read_manifest(init)
+    except (OSError, ValueError):
+        return None
+    training = manifest.get("training") or {}
+    cfg = training.get("config") or {}
+    keys = ("name", "init", "data", "stride", "steps", "batch_size", "lr", "warmup_steps", "strategy", "seed")
+    return {"model_version": manifest.get("model_version"), "step": training.get("step"),
+            "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
+            "config": {k: cfg.get(k) for k in keys},
+            "init_training": training.get("init_training")}
+
+
+def _train_command(cfg: dict) -> str:
+    words = ["nowcast train --data " + " ".join(cfg.get("data") or ["../shared/radar/events"])]
+    if cfg.get("name") not in (None, "default"):
+        words.append(f"--name {cfg['name']}")
+    if cfg.get("init"):
+        words.append(f"--init {cfg['init']}")
+    for key in ("stride", "steps", "lr", "warmup_steps"):
+        if cfg.get(key):
+            words.append(f"--{key.replace('_', '-')} {cfg[key]}")
+    return " ".join(words)
+
+
+def _commands(training: dict) -> str:
+    """The command lines that made this checkpoint, oldest first."""
+    chain, node = [], training
+    while node:
+        chain.insert(0, node.get("config") or {})
+        node = node.get("init_training")
+    lines = []
+    for cfg in chain:
+        command = f"`{_train_command(cfg)}`"
+        is_make_train = not cfg.get("init") and cfg.get("steps") == 1500 and not cfg.get("stride")
+        lines.append(f"`make train` (= {command})" if is_make_train else command)
+    lines.append("`python -m training.scorecard --checkpoint runs/<name>/best --out checkpoints/default`")
+    return "- Commands, in order: " + ", then\n  ".join(lines) + "."
+
+
+def _stages(init: dict | None) -> str:
+    """One line per earlier stage of a fine-tuned checkpoint."""
+    lines = []
+    while init:
+        wall = (init.get("wall_seconds") or 0) / 60
+        lines.append(f"- Started from {init.get('model_version')}: {init.get('step')} steps, "
+                     f"{wall:.1f} min on {json.dumps(init.get('hardware'))}.\n")
+        init = init.get("init_training")
+    return "".join(lines)
+
+
+def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, members: int, *,
+               guidance: float = 1.0, steps: int = 20, matching: str = "cdf") -> str:
     training = manifest["training"]
     cfg, data = training["config"], training["data"]
     leads = [i for i in (5, 11) if i < len(scores["ensemble"]["csi"])]
@@ -107,6 +163,8 @@ def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, 
         f"| {name} | " + " | ".join(
             f"{scores[name]['csi'][i]:.3f} | {scores[name]['crps'][i]:.3f}" for i in leads) + " |"
         for name in scores)
+    commands = _commands(training)
+    stages = _stages(training.get("init_training"))
     heads = " | ".join(f"CSI 1 mm/h @{(i + 1) * step_minutes} min | CRPS @{(i + 1) * step_minutes} min"
                        for i in leads)
     return f"""# Default model: {manifest['model_version']}
@@ -117,8 +175,7 @@ STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {c
 Z = 200 R^1.6 (`config.json`, `transform`).
 
 ## Training
-- Command: `make train` (= `nowcast train --data ../shared/radar/events`), then
-  `python -m training.scorecard --checkpoint runs/default/best --out checkpoints/default`.
+{commands}
 - Data: {', '.join(Path(f).name for f in data.get('files', []))} (MRMS files skipped: their
   2-minute step does not divide 5 minutes). Windows: {data.get('windows_train')} training,
   {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_file', {}))}); split by
@@ -127,9 +184,10 @@ Z = 200 R^1.6 (`config.json`, `transform`).
   AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine to {cfg['min_lr']}), weight decay
   {cfg['weight_decay']}, clipping {cfg['grad_clip']}, EMA {cfg['ema_decay']}, seed {cfg['seed']}.
 - Wall time: {training['wall_seconds'] / 60:.1f} min on {json.dumps(training['hardware'])}.
-- Checkpoint: the lowest validation loss of the run.
+{stages}- Checkpoint: the lowest validation loss of the run.
 
-## Validation scores ({n_windows} windows, {members} members, 20 DDIM steps, guidance 1.0)
+## Validation scores ({n_windows} windows, {members} members, {steps} DDIM steps, guidance {guidance}, \
+matching {matching})
 
 Scored on the validation windows only (never used for gradient steps; they did select this
 checkpoint among the run's saves). CSI counts every member; CRPS is the fair ensemble CRPS in
@@ -157,23 +215,33 @@ def main(argv: list[str] | None = None) -> int:
                         help="window spacing in cells for the scored windows (default: the run's)")
     parser.add_argument("--matching", choices=MATCHINGS, default="cdf",
                         help="probability matching of the members (as the service delivers them)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.checkpoint)
+    init = (manifest.get("training") or {}).get("config", {}).get("init")
+    if init and "init_training" not in manifest["training"]:
+        manifest["training"]["init_training"] = init_summary(Path(init))
     windows, step = validation_windows(manifest, model.config.transform, args.stride)
     with torch.inference_mode():
-        scores = score(model, windows, members=args.members, matching=args.matching)
+        scores = score(model, windows, members=args.members, matching=args.matching,
+                       guidance=args.guidance, steps=args.steps)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
     manifest["scores"] = {"validation_windows": len(windows), "members": args.members,
-                          "matching": args.matching,
+                          "matching": args.matching, "guidance": args.guidance, "steps": args.steps,
                           "threshold_mm_h": 1.0, "lead_minutes": [(i + 1) * step for i in range(len(
                               scores["ensemble"]["csi"]))], **scores}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, scores, step, len(windows),
-                                                       args.members))
+    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, scores, step, len(windows), args.members,
+                                                       guidance=args.guidance, steps=args.steps,
+                                                       matching=args.matching))
     log.info("wrote %s", args.out)
     return 0
 

@@ -37,3 +37,26 @@ def test_csi_from_summed_counts():
     counts.add(0, forecast, truth, np.ones((1, 4), bool), threshold=1.0)
     counts.add(0, forecast, truth, np.ones((1, 4), bool), threshold=1.0)
     assert counts.csi()[0] == pytest.approx(1 / 3)
+
+
+def _training(config: dict, step: int, init_training=None) -> dict:
+    base = {"data": ["../shared/radar/events"], "steps": 1500, "lr": 1e-4, "warmup_steps": 150,
+            "batch_size": 4, "strategy": "end_to_end", "seed": 0, "init": "", "stride": None}
+    return {"config": {**base, **config}, "step": step, "wall_seconds": 600.0 * step / 1000,
+            "hardware": {"device": "cpu"}, "init_training": init_training}
+
+
+def test_the_card_of_a_fine_tuned_model_gives_every_stage_in_order():
+    from training.scorecard import _commands, _stages
+
+    first = _training({"name": "default"}, 1500)
+    tuned = _training({"name": "ft", "init": "checkpoints/default", "stride": 64, "steps": 800}, 800,
+                      init_training={**first, "model_version": "stldm-small-aaa"})
+    commands = _commands(tuned)
+    fine_tune = "--init checkpoints/default --stride 64 --steps 800"
+    assert commands.index("`make train`") < commands.index(fine_tune)
+    assert commands.rstrip(".").endswith("--out checkpoints/default`")
+    assert _stages(tuned["init_training"]) == (
+        '- Started from stldm-small-aaa: 1500 steps, 15.0 min on {"device": "cpu"}.\n')
+    assert _stages(None) == ""
+    assert "--init" not in _commands(first)
