@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import MANIFEST_FILE, load_checkpoint, read_manifest
+from model.checkpoint import MANIFEST_FILE, CheckpointError, load_checkpoint, read_manifest
 from model.matching import MATCHINGS
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def init_summary(init: Path) -> dict | None:
     recipe (and, in turn, what that one started from), or None when it cannot be read."""
     try:
         manifest = read_manifest(init)
-    except (OSError, ValueError):
+    except CheckpointError:
         return None
     training = manifest.get("training") or {}
     cfg = training.get("config") or {}
@@ -113,7 +113,8 @@ def init_summary(init: Path) -> dict | None:
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
-            "init_training": training.get("init_training")}
+            "init_training": training.get("init_training")
+            or (init_summary(Path(cfg["init"])) if cfg.get("init") else None)}
 
 
 def _train_command(cfg: dict) -> str:

@@ -60,3 +60,25 @@ def test_the_card_of_a_fine_tuned_model_gives_every_stage_in_order():
         '- Started from stldm-small-aaa: 1500 steps, 15.0 min on {"device": "cpu"}.\n')
     assert _stages(None) == ""
     assert "--init" not in _commands(first)
+
+
+def test_init_summary_follows_the_chain_of_fine_tunes(tmp_path):
+    import json
+
+    from training.scorecard import init_summary
+
+    def save(name: str, init: str, step: int) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        manifest = {"format": "stldm-checkpoint", "format_version": 1, "model_version": name,
+                    "training": {"step": step, "wall_seconds": 60.0, "hardware": {"device": "cpu"},
+                                 "config": {"init": init, "stride": 64}}}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    save("first", "", 1500)
+    save("second", str(tmp_path / "first"), 1400)
+    summary = init_summary(tmp_path / "second")
+    assert (summary["model_version"], summary["step"]) == ("second", 1400)
+    assert (summary["init_training"]["model_version"], summary["init_training"]["step"]) == ("first", 1500)
+    assert summary["init_training"]["init_training"] is None
+    assert init_summary(tmp_path / "missing") is None
