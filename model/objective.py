@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from model.vae import reparameterise
 
-STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator")
+STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae")
 COND_DROPS = ("sample", "batch")
 KL_WEIGHT = 1e-6
 # intensity_loss (proposal): w(x) = 1 + sum_k a_k [x >= tau_k] with every a_k = INTENSITY_GAIN;
@@ -82,12 +82,13 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
     """Freeze the parts the strategy keeps fixed; return the parameters left to train.
 
     "end_to_end" trains everything (the paper's default C); "frozen_vae" freezes the VAE (B);
-    "frozen_vae_translator" trains the denoiser alone on a fixed VAE and translator.
+    "frozen_vae_translator" trains the denoiser alone on a fixed VAE and translator; "vae" trains
+    the VAE alone on its reconstruction (the VAE part of the paper's A, each part trained alone).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     frozen = {"end_to_end": (), "frozen_vae": ("vae",),
-              "frozen_vae_translator": ("vae", "translator")}[strategy]
+              "frozen_vae_translator": ("vae", "translator"), "vae": ("translator", "denoiser")}[strategy]
     for name in ("vae", "translator", "denoiser"):
         getattr(model, name).requires_grad_(name not in frozen)
         if name in frozen:
@@ -128,6 +129,9 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
     else:
         recon_term = masked_mse(recon, frames, valid)
     vae_term = recon_term + KL_WEIGHT * kl_standard_normal(mean, logvar)
+    if strategy == "vae":  # nothing else trains: skip the translator and the denoiser
+        zero = vae_term.new_zeros(())
+        return LossTerms(total=vae_term, vae=vae_term, constraint=zero, diffusion=zero, prior=zero)
     mean = mean.reshape(b, t_in + t_out, *mean.shape[1:])
     logvar = logvar.reshape(mean.shape)
 

@@ -122,6 +122,20 @@ def test_frozen_vae_translator_strategy_trains_only_the_denoiser(micro_model, ba
     assert has_signal(micro_model.denoiser)
 
 
+def test_vae_strategy_trains_only_the_vae_on_its_reconstruction(micro_model, batch):
+    params = apply_strategy(micro_model, "vae")
+    assert {id(p) for p in params} == {id(p) for p in micro_model.vae.parameters()}
+    assert not micro_model.translator.training and not micro_model.denoiser.training
+
+    terms = seeded_loss(micro_model, *batch, 0, strategy="vae")
+    torch.testing.assert_close(terms.total, terms.vae)
+    assert terms.vae > 0 and terms.diffusion == 0 and terms.constraint == 0
+    terms.total.backward()
+    assert has_signal(micro_model.vae)
+    assert all(g is None for g in grads_of(micro_model.translator))
+    assert all(g is None for g in grads_of(micro_model.denoiser))
+
+
 def test_frozen_translator_keeps_its_batchnorm_statistics(micro_model, batch):
     apply_strategy(micro_model, "frozen_vae_translator")
     before = {k: v.clone() for k, v in micro_model.translator.state_dict().items()}
@@ -135,7 +149,7 @@ def test_unknown_strategy_raises_naming_the_strategies(micro_model, batch):
         apply_strategy(micro_model, "staged")
     with pytest.raises(ValueError, match="end_to_end"):
         stldm_loss(micro_model, *batch, strategy="staged")
-    assert STRATEGIES == ("end_to_end", "frozen_vae", "frozen_vae_translator")
+    assert STRATEGIES == ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae")
 
 
 def test_unknown_cond_drop_raises(micro_model, batch):
