@@ -112,11 +112,10 @@ class Worker:
         if model is None:
             model = load_checkpoint(settings.model.checkpoint, device=resolve_device(settings.model.device))
         self.model = model
-        train_steps = getattr(getattr(model, "config", None), "diffusion", None)
-        train_steps = getattr(train_steps, "train_steps", None)
-        if train_steps is not None and not 1 <= settings.model.steps <= train_steps:
-            raise ValueError(f"model.steps (NOWCAST_MODEL__STEPS) must be in [1, {train_steps}] for this "
-                             f"checkpoint, got {settings.model.steps}")
+        diffusion = getattr(getattr(model, "config", None), "diffusion", None)
+        if diffusion is not None and not 1 <= settings.model.steps <= diffusion.train_steps:
+            raise ValueError(f"model.steps (NOWCAST_MODEL__STEPS) must be in [1, {diffusion.train_steps}] "
+                             f"for this checkpoint, got {settings.model.steps}")
         self.model_version = str(getattr(model, "model_version", "unknown"))
         if timestep_minutes is None:
             timestep_minutes = read_model_info(settings.model.checkpoint).timestep_minutes
