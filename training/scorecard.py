@@ -113,8 +113,21 @@ def init_summary(init: Path) -> dict | None:
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
-            "init_training": training.get("init_training")
-            or (init_summary(Path(cfg["init"])) if cfg.get("init") else None)}
+            "init_training": _init_training(manifest)}
+
+
+def _init_training(manifest: dict) -> dict | None:
+    """The stored summary of what a checkpoint started from, else one read from its ``--init``.
+
+    An ``--init`` folder overwritten by this very model since (a fine-tune of
+    checkpoints/default shipped back there) is skipped for what it records in turn.
+    """
+    training = manifest.get("training") or {}
+    init = (training.get("config") or {}).get("init")
+    summary = training.get("init_training") or (init_summary(Path(init)) if init else None)
+    if summary and summary["model_version"] == manifest.get("model_version"):
+        return summary["init_training"]
+    return summary
 
 
 def _train_command(cfg: dict) -> str:
@@ -225,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
     manifest = read_manifest(args.checkpoint)
-    init = (manifest.get("training") or {}).get("config", {}).get("init")
-    if init and "init_training" not in manifest["training"]:
-        manifest["training"]["init_training"] = init_summary(Path(init))
+    earlier = _init_training(manifest)
+    if earlier:
+        manifest["training"]["init_training"] = earlier
     windows, step = validation_windows(manifest, model.config.transform, args.stride)
     with torch.inference_mode():
         scores = score(model, windows, members=args.members, matching=args.matching,

@@ -82,3 +82,26 @@ def test_init_summary_follows_the_chain_of_fine_tunes(tmp_path):
     assert (summary["init_training"]["model_version"], summary["init_training"]["step"]) == ("first", 1500)
     assert summary["init_training"]["init_training"] is None
     assert init_summary(tmp_path / "missing") is None
+
+
+def test_init_summary_skips_an_init_folder_overwritten_by_the_model_itself(tmp_path):
+    import json
+
+    from training.scorecard import init_summary
+
+    def save(folder, version: str, init: str, init_training=None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        training = {"step": 10, "wall_seconds": 60.0, "config": {"init": init}}
+        if init_training:
+            training["init_training"] = init_training
+        (folder / "manifest.json").write_text(json.dumps(
+            {"format": "stldm-checkpoint", "format_version": 1, "model_version": version,
+             "training": training}))
+
+    # runs/ft/best fine-tuned checkpoints/default (version "first"), then was shipped back there
+    shipped = tmp_path / "checkpoints" / "default"
+    save(shipped, "tuned", "", init_training={"model_version": "first", "step": 1500, "init_training": None})
+    save(tmp_path / "runs" / "ft" / "best", "tuned", str(shipped))
+    summary = init_summary(tmp_path / "runs" / "ft" / "best")
+    assert summary["model_version"] == "tuned"
+    assert summary["init_training"]["model_version"] == "first"
