@@ -32,6 +32,8 @@ HELP = {
     "val_fraction": "fraction of the data held out for validation",
     "min_coverage": "smallest fraction of valid pixels a window needs",
     "augment": "random flips and rotations of training windows",
+    "motion_kmh": "with augment, add a random uniform motion of up to this speed (km/h) to each "
+                  "training window, cut along the moving frame (0: off)",
     "strategy": f"what is trained: {', '.join(STRATEGIES)}",
     "steps": "optimiser steps in total", "batch_size": "windows per step and process",
     "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
@@ -72,6 +74,7 @@ class TrainConfig:
     val_fraction: float = 0.2
     min_coverage: float = 0.5
     augment: bool = True
+    motion_kmh: float = 0.0
     strategy: str = "end_to_end"
     steps: int = 1500
     batch_size: int = 4
@@ -105,6 +108,8 @@ class TrainConfig:
         for knob in ("steps", "batch_size", "eval_every", "log_every", "val_batches", "val_steps"):
             if getattr(self, knob) < 1:
                 raise ValueError(f"{knob} must be >= 1, got {getattr(self, knob)}")
+        if self.motion_kmh < 0:
+            raise ValueError(f"motion_kmh must be >= 0, got {self.motion_kmh}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

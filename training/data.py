@@ -27,7 +27,9 @@ Dry windows
 Split and augmentation
     Seeded split by time blocks with no frame in both splits (:mod:`training.windows`).
     Training items are randomly rotated by ``k * 90`` degrees and horizontally flipped, the
-    same way for ``x``, ``y`` and ``valid``; validation items never are.
+    same way for ``x``, ``y`` and ``valid``; validation items never are. With ``motion_kmh``
+    they are also cut along a frame that moves at a random uniform velocity (a change of
+    reference frame), so that two events' worth of motion teaches more than two motions.
 
 Memory
     The pixel arrays of all usable events are held in memory (float32 pixels + bool mask,
@@ -99,6 +101,40 @@ def rotate_flip(
     return out[0], out[1]
 
 
+def shifted_crop(
+    pixels: np.ndarray, valid: np.ndarray, index: np.ndarray, y0: int, x0: int, size: int,
+    offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop frame ``index[k]`` at ``(y0, x0) + offsets[k]``; cells off the grid get no data.
+
+    Parameters
+    ----------
+    pixels, valid : np.ndarray
+        (T, H, W) event pixels and no-data mask.
+    index : np.ndarray
+        (F,) native frame indices.
+    y0, x0, size : int
+        Tile origin and side in cells.
+    offsets : np.ndarray
+        (F, 2) int cell offsets (dy, dx) per frame.
+
+    Returns
+    -------
+    (F, size, size) float32 pixels (0 off the grid) and bool mask (False off the grid).
+    """
+    height, width = pixels.shape[1:]
+    frames = np.zeros((len(index), size, size), dtype=pixels.dtype)
+    mask = np.zeros((len(index), size, size), dtype=bool)
+    span = np.arange(size)
+    for k, (t, (dy, dx)) in enumerate(zip(index, offsets, strict=True)):
+        rows, cols = y0 + dy + span, x0 + dx + span
+        r, c = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+        box = np.ix_(rows[r], cols[c])
+        frames[k][np.ix_(r, c)] = pixels[t][box]
+        mask[k][np.ix_(r, c)] = valid[t][box]
+    return frames, mask
+
+
 class RadarWindows(Dataset):
     """Windows of ``t_in + t_out`` frames of ``size x size`` cells out of in-memory events.
 
@@ -118,6 +154,11 @@ class RadarWindows(Dataset):
     augment : bool
         Random rotation and flip per item (torch's global RNG, so ``DataLoader`` workers draw
         differently), for training only.
+    motion_kmh : float
+        With ``augment``: every item also gets a uniform velocity drawn uniformly from the disc
+        of this radius in km/h, added to the rain's own motion (a change of reference frame:
+        frame ``k`` is cut ``v * (k - t_in + 1)`` cells away, rounded to whole cells, so the last
+        input frame stays on the tile). Cells cut off the grid have no data. 0: off.
     """
 
     def __init__(
@@ -130,8 +171,11 @@ class RadarWindows(Dataset):
         t_out: int,
         size: int,
         augment: bool = False,
+        motion_kmh: float = 0.0,
     ) -> None:
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+        if motion_kmh < 0:
+            raise ValueError(f"motion_kmh must be >= 0, got {motion_kmh}")
         if len(frame_strides) != len(events):
             raise ValueError(f"need one frame stride per event, got {len(frame_strides)} for {len(events)}")
         self.events = list(events)
@@ -139,6 +183,9 @@ class RadarWindows(Dataset):
         self.frame_strides = [int(s) for s in frame_strides]
         self.t_in, self.t_out, self.size = t_in, t_out, size
         self.augment = augment
+        # cells per model step at motion_kmh, per event
+        self.motion_cells = [motion_kmh * s * e.step_minutes / 60.0 / e.cell_km
+                             for s, e in zip(self.frame_strides, self.events, strict=True)]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -157,13 +204,25 @@ class RadarWindows(Dataset):
         """Number of windows per source file."""
         return dict(Counter(self.events[e].source for e in self.windows[:, 0]))
 
+    def motion_offsets(self, event: int) -> np.ndarray:
+        """(T_in + T_out, 2) int cell offsets of a random added velocity (torch's global RNG)."""
+        angle, radius = torch.rand(2).tolist()
+        speed = self.motion_cells[event] * radius ** 0.5  # uniform over the disc
+        velocity = speed * np.array([np.sin(2 * np.pi * angle), np.cos(2 * np.pi * angle)])
+        steps = np.arange(self.t_in + self.t_out) - (self.t_in - 1)
+        return np.rint(steps[:, None] * velocity[None]).astype(np.int64)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
         event, index = self.frame_index(i)
         y0, x0 = int(self.windows[i, 2]), int(self.windows[i, 3])
         ev = self.events[event]
-        box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
-        frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
-        valid = torch.from_numpy(ev.valid[box])
+        if self.augment and self.motion_cells[event] > 0:
+            frames, valid = map(torch.from_numpy, shifted_crop(
+                ev.pixels, ev.valid, index, y0, x0, self.size, self.motion_offsets(event)))
+        else:
+            box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
+            frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
+            valid = torch.from_numpy(ev.valid[box])
         if self.augment:
             k = int(torch.randint(4, (1,)))
             flip = bool(torch.randint(2, (1,)))
@@ -204,6 +263,7 @@ def build_datasets(
     min_rain_fraction: float = 0.0,
     stride: int | None = None,
     augment: bool = True,
+    motion_kmh: float = 0.0,
 ) -> tuple[RadarWindows, RadarWindows]:
     """Training and validation windows from radar event files (rules in the module docstring).
 
@@ -231,6 +291,8 @@ def build_datasets(
         Tile spacing in coarse cells (default ``size``: non-overlapping tiles).
     augment : bool
         Random rotations and flips of the training items (never of the validation ones).
+    motion_kmh : float
+        Largest random velocity added to training items (:class:`RadarWindows`); 0: off.
 
     Returns
     -------
@@ -299,7 +361,7 @@ def build_datasets(
                     int(np.sum(split == TRAIN)), int(np.sum(split == VAL)), len(table), step_minutes,
                     event.cell_km)
     train = RadarWindows(events, np.concatenate(parts[TRAIN]), strides, t_in=t_in, t_out=t_out, size=size,
-                         augment=augment)
+                         augment=augment, motion_kmh=motion_kmh)
     val = RadarWindows(events, np.concatenate(parts[VAL]), strides, t_in=t_in, t_out=t_out, size=size)
     logger.info("%d train / %d val windows from %d files", len(train), len(val), len(events))
     if len(val) == 0 and val_fraction > 0:

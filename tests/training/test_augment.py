@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.transform import PixelTransform
-from training.data import build_datasets, rotate_flip
+from training.data import build_datasets, rotate_flip, shifted_crop
 
 TRANSFORMS = list(itertools.product(range(4), (False, True)))
 
@@ -50,3 +50,59 @@ def test_training_items_are_augmented_consistently(tmp_path, write_event) -> Non
         assert torch.all(got[~item["valid"]] == 0.0)
         used.add((k, flip))
     assert len(used) > 1
+
+
+def test_shifted_crop_cuts_each_frame_at_its_offset_and_blanks_cells_off_the_grid() -> None:
+    pixels = np.arange(3 * 6 * 7, dtype=np.float32).reshape(3, 6, 7) / 200.0
+    valid = np.ones_like(pixels, dtype=bool)
+    valid[1, 0, 0] = False
+    offsets = np.array([[0, 0], [-1, -2], [3, 2]])
+    frames, mask = shifted_crop(pixels, valid, np.array([0, 1, 2]), 1, 1, 4, offsets)
+    for k, (dy, dx) in enumerate(offsets):
+        for i, j in itertools.product(range(4), range(4)):
+            y, x = 1 + dy + i, 1 + dx + j
+            inside = 0 <= y < 6 and 0 <= x < 7
+            assert mask[k, i, j] == (inside and valid[k, y, x])
+            assert frames[k, i, j] == (pixels[k, y, x] if inside else 0.0)
+    assert not mask[1, :, 0].any() and not mask[2, 2:].any()  # cut off the left and bottom
+
+
+def _velocity_box(steps: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis, the range of velocities v with rint(k * v) == shift_k for every step k != 0."""
+    low, high = np.full(2, -np.inf), np.full(2, np.inf)
+    for k, d in zip(steps, shifts, strict=True):
+        if k != 0:
+            ends = np.sort([(d - 0.5) / k, (d + 0.5) / k], axis=0)
+            low, high = np.maximum(low, ends[0]), np.minimum(high, ends[1])
+    return low, high
+
+
+def test_motion_augmentation_adds_one_uniform_velocity_per_item(tmp_path, write_event) -> None:
+    rain = np.zeros((6, 12, 12), dtype=np.float32)
+    rain[:, 6, 5] = 10.0  # one wet cell that stands still, inside the one 8 x 8 tile at (2, 2)
+    path = write_event(tmp_path / "still.nc", rain)
+    options = {"t_in": 2, "t_out": 4, "step_minutes": 5, "size": 8, "cell_km": 1.0,
+               "transform": PixelTransform(), "val_fraction": 0.0}
+    plain, _ = build_datasets([path], augment=False, motion_kmh=12.0, **options)
+    wet = PixelTransform().to_pixel(np.float32(10.0), "mm/h")
+    assert torch.all(plain[0]["y"][:, 4, 3] == torch.tensor(wet))  # without augment nothing moves
+    train, _ = build_datasets([path], augment=True, motion_kmh=12.0, **options)
+    assert train.motion_cells == [pytest.approx(1.0)]  # 12 km/h = 1 km cell per 5 min
+    torch.manual_seed(0)
+    speeds = []
+    for _ in range(40):
+        item = train[0]
+        frames = torch.cat([item["x"], item["y"]]).numpy()
+        steps = np.array([k - 1 for k in range(6) if frames[k].max() > 0])  # it may leave the tile
+        positions = np.array([np.argwhere(frames[k + 1] > 0)[0] for k in steps])
+        assert 0 in steps  # the last input frame is cut at the tile: the cell is on it
+        anchor = tuple(positions[list(steps).index(0)])
+        assert anchor in {(4, 3), (3, 4), (4, 4), (3, 3)}  # (4, 3) after a turn or flip of 8 x 8
+        shifts = positions - positions[list(steps).index(0)]
+        low, high = _velocity_box(steps, shifts)
+        assert np.all(low <= high + 1e-9)  # one constant velocity, rounded to whole cells
+        slowest = np.clip(0.0, low, high)
+        assert np.hypot(*slowest) <= 1.0 + 1e-9  # no faster than motion_kmh
+        assert not item["valid"].all() or np.all(np.abs(shifts) <= 2)  # cut off the grid: no data
+        speeds.append(np.hypot(*(low + high) / 2) if np.isfinite(low).all() else 0.0)
+    assert max(speeds) > 0.5 and len({round(s, 2) for s in speeds}) > 5  # random, not one velocity
