@@ -2,7 +2,8 @@
 
 ``python -m training.scorecard --checkpoint runs/default/best --out checkpoints/default``
 rebuilds the validation split the run used (from the manifest's training config), forecasts
-every window with the ensemble, and scores against persistence (the last input frame):
+every window with the ensemble, and scores it next to persistence (the last input frame) and,
+when pysteps is installed, pysteps extrapolation:
 
 - CSI at 1 mm/h from contingency counts summed over pixels, windows and members (each member
   scored, as in the paper), per lead time;
@@ -15,6 +16,7 @@ scores in its manifest and a ``MODEL_CARD.md``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import shutil
@@ -75,10 +77,14 @@ def validation_windows(manifest: dict, transform, stride: int | None = None):
 
 
 def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0,
-          matching: str = "none", guidance: float = 1.0, steps: int = 20) -> dict:
-    """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence."""
+          matching: str = "none", guidance: float = 1.0, steps: int = 20,
+          extrapolation: bool = False) -> dict:
+    """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence, and of pysteps
+    extrapolation (Lucas-Kanade + semi-Lagrangian) when ``extrapolation``."""
     transform, t_out = model.config.transform, model.config.t_out
-    names = ("ensemble", "first_estimate", "persistence")
+    names = ("ensemble", "first_estimate", "persistence") + (("extrapolation",) if extrapolation else ())
+    if extrapolation:
+        from model.pysteps_baseline import extrapolation_nowcast
     counts = {n: Counts(t_out) for n in names}
     crps = {n: np.zeros(t_out) for n in names}
     for i in range(len(windows)):
@@ -90,9 +96,15 @@ def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0
         truth = transform.from_pixel(item["y"].numpy(), "mm/h")
         last = transform.from_pixel(item["x"][-1].numpy(), "mm/h")
         valid = item["valid"][model.config.t_in:].numpy()
+        if extrapolation:
+            frames = np.where(item["valid"][:model.config.t_in].numpy(),
+                              transform.from_pixel(item["x"].numpy(), "mm/h"), np.nan)
+            advected = np.nan_to_num(extrapolation_nowcast(frames, n_leadtimes=t_out), nan=0.0)
         for lead in range(t_out):
             forecasts = {"ensemble": ens[:, lead], "first_estimate": first[lead][None],
                          "persistence": last[None]}
+            if extrapolation:
+                forecasts["extrapolation"] = advected[lead][None]
             for name, fc in forecasts.items():
                 counts[name].add(lead, fc, truth[lead], valid[lead], threshold)
                 crps[name][lead] += fair_crps(fc, truth[lead], valid[lead])
@@ -109,7 +121,8 @@ def init_summary(init: Path) -> dict | None:
         return None
     training = manifest.get("training") or {}
     cfg = training.get("config") or {}
-    keys = ("name", "init", "data", "stride", "steps", "batch_size", "lr", "warmup_steps", "strategy", "seed")
+    keys = ("name", "init", "data", "stride", "motion_kmh", "steps", "batch_size", "lr", "warmup_steps",
+            "ema_decay", "strategy", "seed")
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
@@ -136,7 +149,7 @@ def _train_command(cfg: dict) -> str:
         words.append(f"--name {cfg['name']}")
     if cfg.get("init"):
         words.append(f"--init {cfg['init']}")
-    for key in ("stride", "steps", "lr", "warmup_steps"):
+    for key in ("stride", "motion_kmh", "steps", "lr", "warmup_steps", "ema_decay"):
         if cfg.get(key):
             words.append(f"--{key.replace('_', '-')} {cfg[key]}")
     return " ".join(words)
@@ -178,6 +191,8 @@ def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, 
             f"{scores[name]['csi'][i]:.3f} | {scores[name]['crps'][i]:.3f}" for i in leads) + " |"
         for name in scores)
     commands = _commands(training)
+    motion = (f", and a random added motion of up to {cfg['motion_kmh']} km/h (`--motion-kmh`)"
+              if cfg.get("motion_kmh") else "")
     stages = _stages(training.get("init_training"))
     heads = " | ".join(f"CSI 1 mm/h @{(i + 1) * step_minutes} min | CRPS @{(i + 1) * step_minutes} min"
                        for i in leads)
@@ -193,7 +208,7 @@ Z = 200 R^1.6 (`config.json`, `transform`).
 - Data: {', '.join(Path(f).name for f in data.get('files', []))} (MRMS files skipped: their
   2-minute step does not divide 5 minutes). Windows: {data.get('windows_train')} training,
   {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_file', {}))}); split by
-  time blocks, no frame in both; flips and rotations for training.
+  time blocks, no frame in both; flips and rotations for training{motion}.
 - Recipe: strategy {cfg['strategy']}, {training['step']} steps of batch {cfg['batch_size']},
   AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine to {cfg['min_lr']}), weight decay
   {cfg['weight_decay']}, clipping {cfg['grad_clip']}, EMA {cfg['ema_decay']}, seed {cfg['seed']}.
@@ -205,7 +220,9 @@ matching {matching})
 
 Scored on the validation windows only (never used for gradient steps; they did select this
 checkpoint among the run's saves). CSI counts every member; CRPS is the fair ensemble CRPS in
-mm/h (the MAE for single forecasts). Higher CSI and lower CRPS are better.
+mm/h (the MAE for single forecasts). Higher CSI and lower CRPS are better. Extrapolation is
+pysteps' Lucas-Kanade motion with semi-Lagrangian advection of the last frame (when pysteps is
+installed), the classical reference a learned model should approach.
 
 | forecast | {heads} |
 |---|{'---|' * (2 * len(leads))}
@@ -242,9 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     if earlier:
         manifest["training"]["init_training"] = earlier
     windows, step = validation_windows(manifest, model.config.transform, args.stride)
+    extrapolation = importlib.util.find_spec("pysteps") is not None
+    if not extrapolation:
+        log.warning("pysteps is not installed (pip install 'nowcast[eval]'): no extrapolation row")
     with torch.inference_mode():
         scores = score(model, windows, members=args.members, matching=args.matching,
-                       guidance=args.guidance, steps=args.steps)
+                       guidance=args.guidance, steps=args.steps, extrapolation=extrapolation)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))

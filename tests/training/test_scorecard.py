@@ -105,3 +105,25 @@ def test_init_summary_skips_an_init_folder_overwritten_by_the_model_itself(tmp_p
     summary = init_summary(tmp_path / "runs" / "ft" / "best")
     assert summary["model_version"] == "tuned"
     assert summary["init_training"]["model_version"] == "first"
+
+
+def test_score_puts_extrapolation_next_to_persistence_on_moving_rain(tmp_path, write_event, tiny_model):
+    pytest.importorskip("pysteps")
+    from model.transform import PixelTransform
+    from training.data import build_datasets
+    from training.scorecard import score
+
+    rain = np.zeros((7, 64, 64), dtype=np.float32)
+    for t in range(7):  # a 16 x 12 block of 8 mm/h moving east 2 cells per step
+        rain[t, 24:40, 8 + 2 * t:20 + 2 * t] = 8.0
+    path = write_event(tmp_path / "moving.nc", rain)
+    windows, _ = build_datasets([path], t_in=3, t_out=4, step_minutes=5, size=64, cell_km=1.0,
+                                transform=PixelTransform(), val_fraction=0.0, augment=False)
+    scores = score(tiny_model, windows, members=2, extrapolation=True)
+    assert set(scores) == {"ensemble", "first_estimate", "persistence", "extrapolation"}
+    assert all(len(s["csi"]) == len(s["crps"]) == 4 for s in scores.values())
+    extrapolated, persisted = scores["extrapolation"], scores["persistence"]
+    assert persisted["csi"][-1] == pytest.approx(4 / 20)  # 12 wide, 8 cells apart: 4 of 20 columns
+    assert extrapolated["csi"][-1] > 0.7 > persisted["csi"][-1]
+    assert extrapolated["crps"][-1] < persisted["crps"][-1]
+    assert "extrapolation" not in score(tiny_model, windows, members=2)
