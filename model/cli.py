@@ -37,7 +37,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     pixels = config.transform.to_pixel(np.nan_to_num(seq.values, nan=0.0), "mm/h")
     result = model.forecast(torch.from_numpy(pixels)[None], members=args.members,
                             steps=args.steps, guidance=args.guidance, seed=args.seed,
-                            matching=args.matching)
+                            matching=args.matching, advection=args.advection)
     members = config.transform.from_pixel(result.members[0].numpy(), "mm/h")
     ds = ensemble_dataset(members, timestep_minutes=seq.timestep_minutes,
                           reference_time=seq.times[-1], model_version=version)
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--matching", choices=("cdf", "none"), default="cdf",
                    help="probability-match members to the last frame (cdf) or keep them raw")
+    p.add_argument("--advection", choices=("bulk", "none"), default="bulk",
+                   help="forecast in a frame moving with the rain (bulk, model/advection.py) or on "
+                   "the ground (none, as the paper)")
     p.add_argument("--output", type=Path, default=Path("out/nowcast.nc"))
     p.set_defaults(func=cmd_forecast)
 

@@ -4,7 +4,8 @@ Every method forecasts the same windows from the same inputs and is scored on th
 cells, in mm/h:
 
 - ``stldm``: the STLDM ensemble (``model.forecast``, seed ``seed + window``, probability
-  matching as the service delivers it unless ``matching="none"``);
+  matching and bulk advection as the service delivers it unless ``matching="none"`` or
+  ``advection="none"``);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
@@ -56,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.advection import ADVECTIONS
 from model.ensemble_metrics import (
     CRPSAccumulator,
     ProbabilityAccumulator,
@@ -97,6 +99,7 @@ class EvaluateOptions:
     paper_thresholds: str = "hko7"
     min_rain_fraction: float = 0.05
     matching: str = "cdf"
+    advection: str = "bulk"
     steps: int = 20
     allow_training_data: bool = False
     lpips_weights: Path | None = None
@@ -360,7 +363,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
         if run_stldm:
             start = time.perf_counter()
             out = model.forecast(pixels, members=opts.members, steps=opts.steps, seed=opts.seed + i,
-                                 matching=opts.matching)
+                                 matching=opts.matching, advection=opts.advection)
             seconds["stldm"].append(time.perf_counter() - start)
             forecasts["stldm"] = transform.from_pixel(out.members[0, :, :n_leads].numpy(), "mm/h")
             forecasts["stldm_first_estimate"] = transform.from_pixel(
@@ -433,6 +436,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--min-rain-fraction", type=float, default=defaults.min_rain_fraction,
                    help="skip windows with fewer rainy input cells")
     p.add_argument("--matching", choices=("cdf", "none"), default=defaults.matching)
+    p.add_argument("--advection", choices=ADVECTIONS, default=defaults.advection,
+                   help="bulk: forecast in a frame moving with the rain (model/advection.py); "
+                   "none: on the ground, as the paper")
     p.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps")
     p.add_argument("--allow-training-data", action="store_true",
                    help="score files that gave the checkpoint training/validation windows")
@@ -453,7 +459,8 @@ def cmd_evaluate(args) -> int:
         checkpoint=args.checkpoint, events=tuple(args.events), members=args.members,
         max_windows=args.max_windows, out=args.out, step_minutes=args.step_minutes, seed=args.seed,
         thresholds=tuple(args.thresholds), paper_thresholds=args.paper_thresholds,
-        min_rain_fraction=args.min_rain_fraction, matching=args.matching, steps=args.steps,
+        min_rain_fraction=args.min_rain_fraction, matching=args.matching, advection=args.advection,
+        steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
         fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads,
         methods=args.methods)

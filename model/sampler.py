@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from model.advection import ADVECTIONS, bulk_motion, from_moving_frame, to_moving_frame
 from model.config import ENCODINGS
 from model.denoiser import Denoiser
 from model.matching import MATCHINGS, match_cdf
@@ -99,7 +100,8 @@ def decode_frames(vae, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
 @torch.inference_mode()
 def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guidance: float = 1.0,
              seed: int | Sequence[int] = 0, encoding: str = "mean",
-             autocast_dtype: torch.dtype | None = None, matching: str = "none") -> Forecast:
+             autocast_dtype: torch.dtype | None = None, matching: str = "none",
+             advection: str = "none") -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -118,6 +120,9 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
     matching : "none" returns the decoded members as sampled; "cdf" gives every member and
         lead time the empirical distribution of the last input frame (probability matching as
         in pysteps STEPS, :func:`model.matching.match_cdf`); the first estimate stays raw.
+    advection : "none" forecasts on the ground, as the paper; "bulk" forecasts in a frame that
+        moves with the rain's mean motion estimated from ``x`` and moves the result back
+        (:mod:`model.advection`).
 
     Returns
     -------
@@ -134,9 +139,15 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         raise ValueError(f"frame sides must be multiples of {size}, got {tuple(x.shape[-2:])}")
     if matching not in MATCHINGS:
         raise ValueError(f"matching must be one of {MATCHINGS}, got {matching!r}")
+    if advection not in ADVECTIONS:
+        raise ValueError(f"advection must be one of {ADVECTIONS}, got {advection!r}")
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
     b = x.shape[0]
+    observed = x
+    if advection == "bulk":
+        motion = bulk_motion(x)
+        x = to_moving_frame(x, motion)
     seeds = [seed] * b if isinstance(seed, int) else list(seed)
     if len(seeds) != b:
         raise ValueError(f"seed must be an int or {b} ints, got {len(seeds)}")
@@ -165,6 +176,10 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
                             steps=steps, guidance=guidance, extra=extra)
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
+    first = first.float()
+    if advection == "bulk":
+        motion = motion.to(out.device)
+        out, first = from_moving_frame(out, motion), from_moving_frame(first, motion)
     if matching == "cdf":
-        out = match_cdf(out.flatten(1, 2), x[:, -1].to(out)).reshape(out.shape)
-    return Forecast(members=out, first_estimate=first.float())
+        out = match_cdf(out.flatten(1, 2), observed[:, -1].to(out)).reshape(out.shape)
+    return Forecast(members=out, first_estimate=first)

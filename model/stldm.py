@@ -47,12 +47,14 @@ class STLDM(nn.Module):
 
     def forecast(self, x: torch.Tensor, *, members: int = 10, steps: int = 20,
                  guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
-                 autocast_dtype: torch.dtype | None = None, matching: str = "none") -> Forecast:
+                 autocast_dtype: torch.dtype | None = None, matching: str = "none",
+                 advection: str = "none") -> Forecast:
         """Ensemble nowcast; see :func:`model.sampler.forecast` for the arguments."""
         from model.sampler import forecast
 
         return forecast(self, x, members=members, steps=steps, guidance=guidance, seed=seed,
-                        encoding=encoding, autocast_dtype=autocast_dtype, matching=matching)
+                        encoding=encoding, autocast_dtype=autocast_dtype, matching=matching,
+                        advection=advection)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -121,7 +121,7 @@ def submit(args: argparse.Namespace) -> int:
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=120.0) as client:
             options = {"members": args.members, "guidance": args.guidance, "seed": args.seed,
-                       "matching": args.matching}
+                       "matching": args.matching, "advection": args.advection}
             if args.raw:
                 with args.file.open("rb") as f:
                     response = client.post("/v1/nowcasts", data={k: str(v) for k, v in options.items()},
@@ -154,6 +154,8 @@ def add_submit_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--matching", choices=("cdf", "none"), default="cdf",
                    help="probability-match members to the last frame (default cdf)")
+    p.add_argument("--advection", choices=("bulk", "none"), default="bulk",
+                   help="forecast in a frame moving with the rain (default bulk) or on the ground")
     p.add_argument("--format", choices=("netcdf", "json"), default="netcdf")
     p.add_argument("--output", type=Path, default=None, help="default out/result.nc (or .json)")
     p.add_argument("--api-key", default=None, help="X-API-Key, when the service requires one")

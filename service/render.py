@@ -60,6 +60,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
         guidance=meta.get("guidance"),
         seed=meta.get("seed"),
         matching=meta.get("matching"),
+        advection=meta.get("advection"),
         batch_jobs=meta.get("batch_jobs"),
         timings={k: float(v) for k, v in (meta.get("timings") or {}).items()},
     )
@@ -133,7 +134,7 @@ def result_dataset(result: dict[str, Any]):
         institution=INSTITUTION,
         history=f"{now} nowcast by {meta['model_version']} ({meta.get('members')} members, "
                 f"guidance {meta.get('guidance')}, seed {meta.get('seed')}, "
-                f"matching {meta.get('matching')})",
+                f"matching {meta.get('matching')}, advection {meta.get('advection')})",
         zerovalue=0.0,
         precip_threshold_mm_h=float(request.get("rain_min", 0.1)),
     )

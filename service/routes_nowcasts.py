@@ -140,7 +140,8 @@ async def submit_nowcast(
     pixels = to_pixels(values, unit, info.transform)
     job_request = {
         "members": options.members, "thresholds": options.thresholds, "guidance": options.guidance,
-        "seed": options.seed, "matching": options.matching, "unit": unit, "shape": list(values.shape),
+        "seed": options.seed, "matching": options.matching,
+        "advection": options.advection, "unit": unit, "shape": list(values.shape),
         "timestamps": [t.isoformat() for t in times], **extra,
         # the checkpoint's conventions, so that the result's metadata can state them
         "rain_min": info.transform.rain_min,

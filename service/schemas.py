@@ -74,6 +74,11 @@ class NowcastOptions(BaseModel):
         "input frame's (pysteps probability matching; restores intensities the latent model "
         "smooths away); 'none': members as sampled",
     )
+    advection: Literal["bulk", "none"] = Field(
+        "bulk", description="'bulk': the model forecasts in a frame moving with the rain's mean "
+        "motion, estimated from the input frames, and the result is moved back (model/advection.py); "
+        "'none': on the ground, as the STLDM paper",
+    )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="repeat submissions with the same key return the same job "
@@ -154,6 +159,7 @@ class ResultMetadata(BaseModel):
     guidance: float | None = None
     seed: int | None = None
     matching: str | None = None
+    advection: str | None = None
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)
 

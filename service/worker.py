@@ -4,7 +4,7 @@ Run it with ``python -m service.worker`` (settings from ``NOWCAST_*``, see ``ser
 
 One loop iteration (:meth:`Worker.step`): refresh the heartbeat; take over jobs whose lease
 ran out, then claim new ones, waiting ``batch_wait_ms`` after the first for more, up to
-``batch_max_jobs``; group the jobs by (members, guidance, matching, padded height and width) and
+``batch_max_jobs``; group the jobs by (members, guidance, matching, advection, padded height and width) and
 sample each group in ONE ``model.forecast`` call with one seed per job (a member does not
 depend on its batch-mates); convert members to mm/h, crop them to the request's grid, compute
 the products, store the results, acknowledge. While a batch samples, a thread keeps the
@@ -62,13 +62,14 @@ class PreparedJob:
     guidance: float
     seed: int
     matching: str
+    advection: str
     thresholds: list[float]
     created: float
     started: float
 
     @property
-    def group_key(self) -> tuple[int, float, str, int, int]:
-        return self.members, self.guidance, self.matching, *self.frames.shape[-2:]
+    def group_key(self) -> tuple[int, float, str, str, int, int]:
+        return self.members, self.guidance, self.matching, self.advection, *self.frames.shape[-2:]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -223,6 +224,7 @@ class Worker:
         return PreparedJob(claim=claim, request=request, frames=grid, undo=undo, members=members,
                            guidance=float(request.get("guidance", 1.0)), seed=int(request.get("seed", 0)),
                            matching=str(request.get("matching", "cdf")),
+                           advection=str(request.get("advection", "bulk")),
                            thresholds=[float(t) for t in request.get("thresholds") or DEFAULT_THRESHOLDS],
                            created=created, started=time.time())
 
@@ -235,7 +237,7 @@ class Worker:
         try:
             forecast = self.model.forecast(x, members=first.members, steps=self.settings.model.steps,
                                            guidance=first.guidance, seed=[job.seed for job in group],
-                                           matching=first.matching)
+                                           matching=first.matching, advection=first.advection)
             members = forecast.members.float().cpu().numpy()  # (B, K, T_out, H2, W2) pixels
         except Exception as err:
             if len(group) > 1:
@@ -265,7 +267,7 @@ class Worker:
         meta = {
             "model_version": self.model_version, "timestep_minutes": self.timestep_minutes,
             "members": job.members, "guidance": job.guidance, "seed": job.seed,
-            "matching": job.matching,
+            "matching": job.matching, "advection": job.advection,
             "steps": self.settings.model.steps, "batch_jobs": batch_jobs, "worker": self.name,
             "attempts": job.claim.deliveries,
             "timings": {"queued_seconds": round(job.started - job.created, 3),

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.advection import ADVECTIONS
 from model.checkpoint import MANIFEST_FILE, CheckpointError, load_checkpoint, read_manifest
 from model.matching import MATCHINGS
 
@@ -77,7 +78,7 @@ def validation_windows(manifest: dict, transform, stride: int | None = None):
 
 
 def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0,
-          matching: str = "none", guidance: float = 1.0, steps: int = 20,
+          matching: str = "none", guidance: float = 1.0, steps: int = 20, advection: str = "none",
           extrapolation: bool = False) -> dict:
     """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence, and of pysteps
     extrapolation (Lucas-Kanade + semi-Lagrangian) when ``extrapolation``."""
@@ -90,7 +91,7 @@ def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0
     for i in range(len(windows)):
         item = windows[i]
         out = model.forecast(item["x"][None], members=members, seed=seed + i, matching=matching,
-                             guidance=guidance, steps=steps)
+                             advection=advection, guidance=guidance, steps=steps)
         ens = transform.from_pixel(out.members[0].numpy(), "mm/h")  # (K, T, H, W)
         first = transform.from_pixel(out.first_estimate[0].numpy(), "mm/h")
         truth = transform.from_pixel(item["y"].numpy(), "mm/h")
@@ -182,7 +183,7 @@ def _stages(init: dict | None) -> str:
 
 
 def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, members: int, *,
-               guidance: float = 1.0, steps: int = 20, matching: str = "cdf") -> str:
+               guidance: float = 1.0, steps: int = 20, matching: str = "cdf", advection: str = "bulk") -> str:
     training = manifest["training"]
     cfg, data = training["config"], training["data"]
     leads = [i for i in (5, 11) if i < len(scores["ensemble"]["csi"])]
@@ -216,7 +217,7 @@ Z = 200 R^1.6 (`config.json`, `transform`).
 {stages}- Checkpoint: the lowest validation loss of the run.
 
 ## Validation scores ({n_windows} windows, {members} members, {steps} DDIM steps, guidance {guidance}, \
-matching {matching})
+matching {matching}, advection {advection})
 
 Scored on the validation windows only (never used for gradient steps; they did select this
 checkpoint among the run's saves). CSI counts every member; CRPS is the fair ensemble CRPS in
@@ -246,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="window spacing in cells for the scored windows (default: the run's)")
     parser.add_argument("--matching", choices=MATCHINGS, default="cdf",
                         help="probability matching of the members (as the service delivers them)")
+    parser.add_argument("--advection", choices=ADVECTIONS, default="bulk",
+                        help="forecast in a frame moving with the rain (as the service delivers them)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -264,18 +267,20 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("pysteps is not installed (pip install 'nowcast[eval]'): no extrapolation row")
     with torch.inference_mode():
         scores = score(model, windows, members=args.members, matching=args.matching,
-                       guidance=args.guidance, steps=args.steps, extrapolation=extrapolation)
+                       guidance=args.guidance, steps=args.steps, advection=args.advection,
+                       extrapolation=extrapolation)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
     manifest["scores"] = {"validation_windows": len(windows), "members": args.members,
-                          "matching": args.matching, "guidance": args.guidance, "steps": args.steps,
+                          "matching": args.matching, "advection": args.advection,
+                          "guidance": args.guidance, "steps": args.steps,
                           "threshold_mm_h": 1.0, "lead_minutes": [(i + 1) * step for i in range(len(
                               scores["ensemble"]["csi"]))], **scores}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card(manifest, scores, step, len(windows), args.members,
                                                        guidance=args.guidance, steps=args.steps,
-                                                       matching=args.matching))
+                                                       matching=args.matching, advection=args.advection))
     log.info("wrote %s", args.out)
     return 0
 

@@ -117,21 +117,21 @@ def submit_job(call_async, queue_settings: QueueSettings):
 class FakeModel:
     """Stands in for STLDM: persistence of the last input frame plus ``0.01 * member``.
 
-    Records ``(batch, members, seeds, matching)`` of every ``forecast`` call; a job whose seed is in
-    ``fail_seeds`` makes the call raise.
+    Records ``(batch, members, seeds, matching, advection)`` of every ``forecast`` call; a job
+    whose seed is in ``fail_seeds`` makes the call raise.
     """
 
     model_version = "fake-1"
 
     def __init__(self, config: STLDMConfig, *, fail_seeds: tuple[int, ...] = (), delay: float = 0.0) -> None:
         self.config = config
-        self.calls: list[tuple[int, int, list[int], str]] = []
+        self.calls: list[tuple[int, int, list[int], str, str]] = []
         self.fail_seeds = fail_seeds
         self.delay = delay
 
     def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
-                 matching: str = "none"):
-        self.calls.append((x.shape[0], members, list(seed), matching))
+                 matching: str = "none", advection: str = "none"):
+        self.calls.append((x.shape[0], members, list(seed), matching, advection))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")
         if self.delay:

@@ -88,6 +88,7 @@ def test_submission_is_queued_as_model_pixels_with_its_options(client, redis, re
     request, pixels = jobs.load_job(redis, make_settings(redis_url).queue, job_id)
     assert request["members"] == 3 and request["seed"] == 11 and request["projection"] == "+proj=stere"
     assert request["matching"] == "cdf"  # members are probability-matched unless asked otherwise
+    assert request["advection"] == "bulk"  # and forecast in a frame moving with the rain
     assert request["timestamps"][-1] == "2024-06-01T12:20:00+00:00"
     expected = np.clip((values + 10) / 70, 0, 1)  # HKO-7 pixels of the default checkpoint
     np.testing.assert_allclose(pixels, expected, atol=1e-6)
@@ -111,6 +112,7 @@ BAD_PAYLOADS = {
     "guidance": (payload(guidance=11), "guidance"),
     "thresholds": (payload(thresholds=[-1.0]), "thresholds"),
     "matching": (payload(matching="quantile"), "matching"),
+    "advection": (payload(advection="optical_flow"), "advection"),
     "unknown field": (payload(member=3), "member"),
     "bad base64": (payload(frames={**encode(frames()), "data": "%%%"}), "base64"),
 }

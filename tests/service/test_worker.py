@@ -40,13 +40,15 @@ def test_compatible_jobs_are_sampled_in_one_forecast_call(settings, fake_model, 
             for i, v in enumerate(values)]
     other = submit_job(frames(0.4), members=3, seed=99)[0]
     unmatched = submit_job(frames(0.4), members=2, seed=50, matching="none")[0]
+    grounded = submit_job(frames(0.4), members=2, seed=60, advection="none")[0]
     worker = Worker(settings, model=fake_model, timestep_minutes=5, name="w1")
-    assert worker.step(block_ms=100) == 4
-    assert sorted(fake_model.batch_sizes) == [1, 1, 2]
-    # members, guidance and matching are per call: jobs that differ in any are sampled apart
-    assert sorted((call[2], call[3]) for call in fake_model.calls) == [
-        ([10, 11], "cdf"), ([50], "none"), ([99], "cdf")]
+    assert worker.step(block_ms=100) + worker.step(block_ms=100) == 5  # batch_max_jobs is 4
+    assert sorted(fake_model.batch_sizes) == [1, 1, 1, 2]
+    # members, guidance, matching and advection are per call: jobs that differ in any are sampled apart
+    assert sorted((call[2], call[3], call[4]) for call in fake_model.calls) == [
+        ([10, 11], "cdf", "bulk"), ([50], "none", "bulk"), ([60], "cdf", "none"), ([99], "cdf", "bulk")]
     assert result_of(call_async, settings.queue, unmatched)["meta"]["matching"] == "none"
+    assert result_of(call_async, settings.queue, grounded)["meta"]["advection"] == "none"
     transform = fake_model.config.transform
     for job_id, value in zip(same, values, strict=True):
         job = status_of(call_async, settings.queue, job_id)
