@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from model.advection import ADVECTIONS
 from model.config import OptionsConfig
 from model.objective import STRATEGIES
 
@@ -34,6 +35,8 @@ HELP = {
     "augment": "random flips and rotations of training windows",
     "motion_kmh": "with augment, add a random uniform motion of up to this speed (km/h) to each "
                   "training window, cut along the moving frame (0: off)",
+    "advection": "bulk: train in the frame moving with each window's bulk motion, as "
+                 "forecast(advection='bulk') forecasts; none: on the ground, as the paper",
     "strategy": f"what is trained: {', '.join(STRATEGIES)}",
     "steps": "optimiser steps in total", "batch_size": "windows per step and process",
     "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
@@ -75,6 +78,7 @@ class TrainConfig:
     min_coverage: float = 0.5
     augment: bool = True
     motion_kmh: float = 0.0
+    advection: str = "none"
     strategy: str = "end_to_end"
     steps: int = 1500
     batch_size: int = 4
@@ -108,6 +112,8 @@ class TrainConfig:
         for knob in ("steps", "batch_size", "eval_every", "log_every", "val_batches", "val_steps"):
             if getattr(self, knob) < 1:
                 raise ValueError(f"{knob} must be >= 1, got {getattr(self, knob)}")
+        if self.advection not in ADVECTIONS:
+            raise ValueError(f"advection must be one of {ADVECTIONS}, got {self.advection!r}")
         if self.motion_kmh < 0:
             raise ValueError(f"motion_kmh must be >= 0, got {self.motion_kmh}")
         if not 0.0 <= self.ema_decay < 1.0:

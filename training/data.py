@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model.advection import ADVECTIONS, bulk_motion
 from model.radar_sample import frame_stride
 from model.transform import PixelTransform
 from training.events import EventPixels, load_event, read_header
@@ -159,6 +160,10 @@ class RadarWindows(Dataset):
         of this radius in km/h, added to the rain's own motion (a change of reference frame:
         frame ``k`` is cut ``v * (k - t_in + 1)`` cells away, rounded to whole cells, so the last
         input frame stays on the tile). Cells cut off the grid have no data. 0: off.
+    advection : str
+        "bulk": every item (training and validation) is cut along a frame that moves with the
+        bulk motion of its own input frames (:func:`model.advection.bulk_motion`), the frame in
+        which the model forecasts under ``forecast(advection="bulk")``; "none": on the ground.
     """
 
     def __init__(
@@ -172,8 +177,12 @@ class RadarWindows(Dataset):
         size: int,
         augment: bool = False,
         motion_kmh: float = 0.0,
+        advection: str = "none",
     ) -> None:
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+        if advection not in ADVECTIONS:
+            raise ValueError(f"advection must be one of {ADVECTIONS}, got {advection!r}")
+        self.advection = advection
         if motion_kmh < 0:
             raise ValueError(f"motion_kmh must be >= 0, got {motion_kmh}")
         if len(frame_strides) != len(events):
@@ -204,25 +213,29 @@ class RadarWindows(Dataset):
         """Number of windows per source file."""
         return dict(Counter(self.events[e].source for e in self.windows[:, 0]))
 
-    def motion_offsets(self, event: int) -> np.ndarray:
-        """(T_in + T_out, 2) int cell offsets of a random added velocity (torch's global RNG)."""
+    def random_velocity(self, event: int) -> np.ndarray:
+        """(2,) cells per step drawn uniformly from the disc of ``motion_kmh`` (torch's global RNG)."""
         angle, radius = torch.rand(2).tolist()
         speed = self.motion_cells[event] * radius ** 0.5  # uniform over the disc
-        velocity = speed * np.array([np.sin(2 * np.pi * angle), np.cos(2 * np.pi * angle)])
-        steps = np.arange(self.t_in + self.t_out) - (self.t_in - 1)
-        return np.rint(steps[:, None] * velocity[None]).astype(np.int64)
+        return speed * np.array([np.sin(2 * np.pi * angle), np.cos(2 * np.pi * angle)])
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
         event, index = self.frame_index(i)
         y0, x0 = int(self.windows[i, 2]), int(self.windows[i, 3])
         ev = self.events[event]
+        box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
+        frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
+        valid = torch.from_numpy(ev.valid[box])
+        velocity = np.zeros(2)
+        if self.advection == "bulk":
+            velocity += bulk_motion(frames[None, :self.t_in])[0].double().numpy()
         if self.augment and self.motion_cells[event] > 0:
-            frames, valid = map(torch.from_numpy, shifted_crop(
-                ev.pixels, ev.valid, index, y0, x0, self.size, self.motion_offsets(event)))
-        else:
-            box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
-            frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
-            valid = torch.from_numpy(ev.valid[box])
+            velocity += self.random_velocity(event)
+        if velocity.any():  # cut frame k (k - t_in + 1) * velocity cells away
+            steps = np.arange(self.t_in + self.t_out) - (self.t_in - 1)
+            offsets = np.rint(steps[:, None] * velocity[None]).astype(np.int64)
+            frames, valid = map(torch.from_numpy, shifted_crop(ev.pixels, ev.valid, index, y0, x0,
+                                                               self.size, offsets))
         if self.augment:
             k = int(torch.randint(4, (1,)))
             flip = bool(torch.randint(2, (1,)))
@@ -264,6 +277,7 @@ def build_datasets(
     stride: int | None = None,
     augment: bool = True,
     motion_kmh: float = 0.0,
+    advection: str = "none",
 ) -> tuple[RadarWindows, RadarWindows]:
     """Training and validation windows from radar event files (rules in the module docstring).
 
@@ -293,6 +307,9 @@ def build_datasets(
         Random rotations and flips of the training items (never of the validation ones).
     motion_kmh : float
         Largest random velocity added to training items (:class:`RadarWindows`); 0: off.
+    advection : str
+        "bulk": training and validation items in the frame moving with their rain
+        (:class:`RadarWindows`); "none": on the ground.
 
     Returns
     -------
@@ -361,8 +378,9 @@ def build_datasets(
                     int(np.sum(split == TRAIN)), int(np.sum(split == VAL)), len(table), step_minutes,
                     event.cell_km)
     train = RadarWindows(events, np.concatenate(parts[TRAIN]), strides, t_in=t_in, t_out=t_out, size=size,
-                         augment=augment, motion_kmh=motion_kmh)
-    val = RadarWindows(events, np.concatenate(parts[VAL]), strides, t_in=t_in, t_out=t_out, size=size)
+                         augment=augment, motion_kmh=motion_kmh, advection=advection)
+    val = RadarWindows(events, np.concatenate(parts[VAL]), strides, t_in=t_in, t_out=t_out, size=size,
+                       advection=advection)
     logger.info("%d train / %d val windows from %d files", len(train), len(val), len(events))
     if len(val) == 0 and val_fraction > 0:
         logger.warning("no validation windows: too few blocks of %d frames at %d min", n_frames, step_minutes)

@@ -250,7 +250,7 @@ def build_data(config: TrainConfig, model_config: STLDMConfig,
             size=config.size, cell_km=config.cell_km, transform=model_config.transform,
             val_fraction=config.val_fraction, seed=config.seed, min_coverage=config.min_coverage,
             stride=config.stride or None, augment=config.augment,
-            motion_kmh=config.motion_kmh)
+            motion_kmh=config.motion_kmh, advection=config.advection)
         source = {"source": "radar", "files": [str(f) for f in files],
                   "windows_per_file": {"train": train_ds.counts(), "val": val_ds.counts()}}
     if len(train_ds) < config.batch_size:

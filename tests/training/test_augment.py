@@ -106,3 +106,23 @@ def test_motion_augmentation_adds_one_uniform_velocity_per_item(tmp_path, write_
         assert not item["valid"].all() or np.all(np.abs(shifts) <= 2)  # cut off the grid: no data
         speeds.append(np.hypot(*(low + high) / 2) if np.isfinite(low).all() else 0.0)
     assert max(speeds) > 0.5 and len({round(s, 2) for s in speeds}) > 5  # random, not one velocity
+
+
+def test_bulk_advection_cuts_windows_along_the_rain_so_it_stands_still(tmp_path, write_event) -> None:
+    rain = np.zeros((7, 24, 24), dtype=np.float32)
+    for t in range(7):  # a 4 x 3 block of 6 mm/h moving (1, -1) cells per step over a wide grid
+        rain[t, 6 + t:10 + t, 14 - t:17 - t] = 6.0
+    path = write_event(tmp_path / "moving.nc", rain)
+    options = {"t_in": 3, "t_out": 4, "step_minutes": 5, "size": 16, "cell_km": 1.0,
+               "transform": PixelTransform(), "val_fraction": 0.0, "augment": False}
+    ground, _ = build_datasets([path], **options)
+    moving, _ = build_datasets([path], advection="bulk", **options)
+    item, still = ground[0], moving[0]
+    frames = torch.cat([still["x"], still["y"]])
+    assert torch.equal(still["x"][-1], item["x"][-1])  # the last input frame is the anchor
+    for frame in frames:  # the block stands still where the last input frame has it
+        assert torch.equal(frame > 0, item["x"][-1] > 0)
+    assert not torch.equal(item["y"][-1] > 0, item["x"][-1] > 0)  # on the ground it moved
+    assert still["valid"].all()  # cut from the event's wider grid, not padded
+    with pytest.raises(ValueError, match="advection must be one of"):
+        build_datasets([path], advection="optical_flow", **options)
