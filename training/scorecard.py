@@ -122,8 +122,8 @@ def init_summary(init: Path) -> dict | None:
         return None
     training = manifest.get("training") or {}
     cfg = training.get("config") or {}
-    keys = ("name", "init", "data", "stride", "motion_kmh", "steps", "batch_size", "lr", "warmup_steps",
-            "ema_decay", "strategy", "seed")
+    keys = ("name", "init", "data", "stride", "advection", "motion_kmh", "steps", "batch_size", "lr",
+            "warmup_steps", "ema_decay", "strategy", "seed")
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
@@ -150,8 +150,8 @@ def _train_command(cfg: dict) -> str:
         words.append(f"--name {cfg['name']}")
     if cfg.get("init"):
         words.append(f"--init {cfg['init']}")
-    for key in ("stride", "motion_kmh", "steps", "lr", "warmup_steps", "ema_decay"):
-        if cfg.get(key):
+    for key in ("stride", "advection", "motion_kmh", "steps", "lr", "warmup_steps", "ema_decay"):
+        if cfg.get(key) and cfg.get(key) != "none":
             words.append(f"--{key.replace('_', '-')} {cfg[key]}")
     return " ".join(words)
 
@@ -192,6 +192,8 @@ def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, 
             f"{scores[name]['csi'][i]:.3f} | {scores[name]['crps'][i]:.3f}" for i in leads) + " |"
         for name in scores)
     commands = _commands(training)
+    frame = ("; the last stage cut every window along its own bulk motion (`--advection bulk`, "
+             "the frame the service forecasts in)" if cfg.get("advection") == "bulk" else "")
     motion = (f", and a random added motion of up to {cfg['motion_kmh']} km/h (`--motion-kmh`)"
               if cfg.get("motion_kmh") else "")
     stages = _stages(training.get("init_training"))
@@ -209,7 +211,7 @@ Z = 200 R^1.6 (`config.json`, `transform`).
 - Data: {', '.join(Path(f).name for f in data.get('files', []))} (MRMS files skipped: their
   2-minute step does not divide 5 minutes). Windows: {data.get('windows_train')} training,
   {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_file', {}))}); split by
-  time blocks, no frame in both; flips and rotations for training{motion}.
+  time blocks, no frame in both; flips and rotations for training{motion}{frame}.
 - Recipe: strategy {cfg['strategy']}, {training['step']} steps of batch {cfg['batch_size']},
   AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine to {cfg['min_lr']}), weight decay
   {cfg['weight_decay']}, clipping {cfg['grad_clip']}, EMA {cfg['ema_decay']}, seed {cfg['seed']}.

@@ -60,6 +60,11 @@ def test_the_card_of_a_fine_tuned_model_gives_every_stage_in_order():
         '- Started from stldm-small-aaa: 1500 steps, 15.0 min on {"device": "cpu"}.\n')
     assert _stages(None) == ""
     assert "--init" not in _commands(first)
+    moving = _training({"name": "adv", "init": "checkpoints/default", "advection": "bulk", "steps": 900,
+                        "ema_decay": 0.998}, 900, init_training={**tuned, "model_version": "stldm-small-bbb"})
+    assert ("--init checkpoints/default --advection bulk --steps 900 --lr 0.0001 --warmup-steps 150 "
+            "--ema-decay 0.998") in _commands(moving)
+    assert "--advection" not in _commands({**first, "config": {**first["config"], "advection": "none"}})
 
 
 def test_init_summary_follows_the_chain_of_fine_tunes(tmp_path):
