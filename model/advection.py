@@ -82,16 +82,24 @@ def shift_fields(fields: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def frame_offsets(motion: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """(B, last - first + 1, 2) whole cells the moving frame has travelled at steps ``first`` ..
+    ``last`` from the last input frame (step 0; inputs are steps <= 0, lead l is step l), for
+    ``motion`` (B, 2) cells per step. Training cuts its windows at these offsets
+    (:class:`training.data.RadarWindows`) and :func:`to_moving_frame` / :func:`from_moving_frame`
+    shift by them, so both round alike."""
+    steps = torch.arange(first, last + 1, dtype=torch.float64, device=motion.device)
+    return torch.round(steps[None, :, None] * motion.double()[:, None]).long()
+
+
 def to_moving_frame(x: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     """(B, T, H, W) inputs seen from a frame moving at ``motion`` (B, 2): the last one stays."""
-    back = torch.arange(x.shape[1] - 1, -1, -1, device=motion.device, dtype=motion.dtype)  # T-1 .. 0
-    return shift_fields(x, torch.round(back[None, :, None] * motion[:, None]).long())
+    return shift_fields(x, -frame_offsets(motion, 1 - x.shape[1], 0))
 
 
 def from_moving_frame(leads: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
     """(B, ..., T_out, H, W) forecasts in the moving frame back on the ground: lead l moves l * v."""
     t_out = leads.shape[-3]
-    steps = torch.arange(1, t_out + 1, device=motion.device, dtype=motion.dtype)
-    cells = torch.round(steps[None, :, None] * motion[:, None]).long()  # (B, T_out, 2)
+    cells = frame_offsets(motion, 1, t_out)  # (B, T_out, 2)
     cells = cells.reshape(cells.shape[0], *([1] * (leads.ndim - 4)), t_out, 2)
     return shift_fields(leads, cells.expand(*leads.shape[:-2], 2))

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from model.advection import ADVECTIONS, bulk_motion
+from model.advection import ADVECTIONS, bulk_motion, frame_offsets
 from model.radar_sample import frame_stride
 from model.transform import PixelTransform
 from training.events import EventPixels, load_event, read_header
@@ -226,14 +226,13 @@ class RadarWindows(Dataset):
         box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
         frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
         valid = torch.from_numpy(ev.valid[box])
-        velocity = np.zeros(2)
+        velocity = torch.zeros(2, dtype=torch.float64)
         if self.advection == "bulk":
-            velocity += bulk_motion(frames[None, :self.t_in])[0].double().numpy()
+            velocity += bulk_motion(frames[None, :self.t_in])[0].double()
         if self.augment and self.motion_cells[event] > 0:
-            velocity += self.random_velocity(event)
-        if velocity.any():  # cut frame k (k - t_in + 1) * velocity cells away
-            steps = np.arange(self.t_in + self.t_out) - (self.t_in - 1)
-            offsets = np.rint(steps[:, None] * velocity[None]).astype(np.int64)
+            velocity += torch.from_numpy(self.random_velocity(event))
+        if velocity.any():  # cut every frame where a frame moving at velocity has got to
+            offsets = frame_offsets(velocity[None], 1 - self.t_in, self.t_out)[0].numpy()
             frames, valid = map(torch.from_numpy, shifted_crop(ev.pixels, ev.valid, index, y0, x0,
                                                                self.size, offsets))
         if self.augment:
