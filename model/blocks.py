@@ -81,6 +81,24 @@ class TimeEmbedding(nn.Module):
         return self.linear2(F.gelu(self.linear1(features)))
 
 
+class StepEmbedding(nn.Module):
+    """The radar time step in minutes -> a (B, dim) vector: TimeEmbedding with a zeroed output.
+
+    Added to what a network already conditions on, it starts as nothing, so a model without
+    a step embedding fine-tuned into one starts from its old predictions.
+    """
+
+    def __init__(self, dim: int, fourier_dim: int = 32) -> None:
+        super().__init__()
+        self.embed = TimeEmbedding(fourier_dim, dim)
+        nn.init.zeros_(self.embed.linear2.weight)
+        nn.init.zeros_(self.embed.linear2.bias)
+
+    def forward(self, step_minutes: torch.Tensor) -> torch.Tensor:
+        """step_minutes (B,) minutes between frames -> (B, dim)."""
+        return self.embed(step_minutes)
+
+
 class PatchLinearAttention(nn.Module):
     """Residual, pre-normed linear attention (Katharopoulos) inside ``patch x patch`` windows.
 

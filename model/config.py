@@ -25,16 +25,39 @@ TRANSLATOR_KINDS = ("gsta", "stc")
 class VAEConfig:
     """Per-frame VAE (section 1): ``num_layers`` ConvSC layers with strides 1, 2, 1, 2, ...
 
-    The latent has ``channels`` channels and ``2 ** (num_layers // 2)`` times fewer pixels per side.
+    The encoder's ConvSC layers are ``hidden`` channels wide (None: ``channels``, as the paper)
+    and its latent has ``channels`` channels at ``2 ** (num_layers // 2)`` times fewer pixels per
+    side. ``pack`` > 1 folds ``pack x pack`` latent pixels into channels (space-to-depth, as
+    ``pixel_unshuffle``), so the translator and the denoiser see ``channels * pack ** 2``
+    channels at ``pack`` times fewer pixels: the VAE keeps a fine grid for small rain cells while
+    the networks that run 20 times per member keep a coarse one.
     """
 
     in_channels: int = 1
     channels: int = 32
     num_layers: int = 4
+    hidden: int | None = None
+    pack: int = 1
+
+    def __post_init__(self) -> None:
+        if self.pack < 1 or (self.hidden is not None and self.hidden < 1):
+            raise ValueError(f"vae.pack must be >= 1 and vae.hidden >= 1 or None, got {self.pack}, "
+                             f"{self.hidden}")
+
+    @property
+    def width(self) -> int:
+        """Channels of the encoder's and decoder's hidden layers."""
+        return self.hidden or self.channels
 
     @property
     def downsample(self) -> int:
-        return 2 ** (self.num_layers // 2)
+        """Frame pixels per latent pixel along each side, packing included."""
+        return 2 ** (self.num_layers // 2) * self.pack
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent the translator and the denoiser see."""
+        return self.channels * self.pack**2
 
 
 @dataclass(frozen=True)
@@ -138,8 +161,13 @@ class STLDMConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     transform: PixelTransform = field(default_factory=PixelTransform)
     options: OptionsConfig = field(default_factory=OptionsConfig)
+    step_minutes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in self.step_minutes) \
+                or list(self.step_minutes) != sorted(set(self.step_minutes)):
+            raise ValueError("step_minutes must be strictly increasing positive whole minutes, got "
+                             f"{self.step_minutes!r}")
         if self.t_in < 1 or self.t_out < 1:
             raise ValueError(f"t_in and t_out must be positive, got {self.t_in}, {self.t_out}")
         if self.size % self.size_multiple:
@@ -157,7 +185,24 @@ class STLDMConfig:
 
     @property
     def latent_channels(self) -> int:
-        return self.vae.channels
+        return self.vae.latent_channels
+
+    def check_step(self, step_minutes: int | None) -> None:
+        """``ValueError`` unless ``step_minutes`` is None or one of the steps this model serves.
+
+        A model with no ``step_minutes`` (the paper's, and checkpoints older than the step
+        embedding) serves one step, recorded in its manifest; it takes only ``None``. For a
+        model with a step embedding, ``None`` runs the networks without the step signal (what
+        they compute before any training on steps); pass the step for real radar.
+        """
+        if step_minutes is None:
+            return
+        if not self.step_minutes:
+            raise ValueError(f"this model has no step embedding; call it without step_minutes "
+                             f"(got {step_minutes!r})")
+        if step_minutes not in self.step_minutes:
+            raise ValueError(f"step_minutes must be one of the steps this model serves, "
+                             f"{list(self.step_minutes)} min; got {step_minutes!r}")
 
     def intensity_pixels(self) -> tuple[float, ...]:
         """``options.intensity_thresholds`` (mm/h) as pixels in [0, 1] of :attr:`transform`."""
@@ -171,19 +216,22 @@ class STLDMConfig:
 
     @classmethod
     def small(cls, t_in: int = 5, t_out: int = 20, size: int = 128) -> STLDMConfig:
-        """CPU serving and training: the same architecture, narrower and more compressed.
+        """CPU serving and training: the same architecture, narrower, on a packed latent.
 
-        An 8x VAE (latent 16 x 16 x 8 for 128 x 128 frames), a 4-block translator at 128
-        channels, a 3-level denoiser at 16/32/64 channels with single-head attention. Sized so
-        that a 10-member 5 -> 20 ensemble on a 2-core CPU takes about as long as pysteps STEPS
-        (``nowcast bench`` prints both).
+        A 4x VAE as the paper's (16 hidden channels, 8 latent channels: 32 x 32 x 8 for 128 x 128
+        frames, so that cells of one or two pixels survive), packed 2 x 2 into 16 x 16 x 32 for
+        a 4-block translator at 128 channels and a 3-level denoiser at 16/32/64 channels with
+        single-head attention. It serves the 2-, 5- and 6-minute radar steps through a step
+        embedding. (Until 2026-12 the preset was an 8x VAE of 8 channels, 16 x 16 x 8, whose
+        reconstruction lost most cells under 30 km: checkpoints record their own config.)
         """
         return cls(
             t_in=t_in,
             t_out=t_out,
             size=size,
             preset="small",
-            vae=VAEConfig(channels=8, num_layers=6),
+            step_minutes=(2, 5, 6),
+            vae=VAEConfig(channels=8, num_layers=4, hidden=16, pack=2),
             translator=TranslatorConfig(hidden=128, num_blocks=4, mlp_ratio=4.0),
             denoiser=DenoiserConfig(
                 base_channels=16,
@@ -221,6 +269,8 @@ class STLDMConfig:
         for key, value in data.items():
             if key not in top:
                 raise ValueError(f"unknown config key {key!r}; valid keys: {sorted(top)}")
+            if key == "step_minutes":
+                value = tuple(value)
             if key in parts:
                 sub = parts[key]
                 names = {f.name for f in dataclasses.fields(sub)}

@@ -18,6 +18,7 @@ from model.blocks import (
     FullSpatialAttention,
     PatchLinearAttention,
     ResBlock,
+    StepEmbedding,
     TemporalAttention,
     TimeEmbedding,
 )
@@ -115,7 +116,7 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, config: DenoiserConfig, *, channels: int, options: OptionsConfig | None = None,
-                 extra_channels: int = 0) -> None:
+                 extra_channels: int = 0, step_minutes: bool = False) -> None:
         super().__init__()
         self.config = config
         options = options or OptionsConfig()
@@ -129,6 +130,8 @@ class Denoiser(nn.Module):
             None if config.patch_size is None else config.patch_size // 2**n for n in range(levels)
         ]
         self.time_embed = TimeEmbedding(base, time_dim)
+        # the radar step, added to the diffusion-time embedding (zero at first)
+        self.step_embed = StepEmbedding(time_dim) if step_minutes else None
         self.down = nn.ModuleList(
             DownLevel(dims[n], dims[n + 1], patch=patches[n], last=n == levels - 1,
                       time_dim=time_dim, config=config, options=options,
@@ -184,7 +187,8 @@ class Denoiser(nn.Module):
         return temporal_shift(block(temporal_shift(x, frames), temb), frames)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, *,
-                null: torch.Tensor | None = None, extra: torch.Tensor | None = None) -> torch.Tensor:
+                null: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+                step: torch.Tensor | None = None) -> torch.Tensor:
         """Predict v.
 
         Parameters
@@ -195,13 +199,18 @@ class Denoiser(nn.Module):
         null : (B,) bool, optional; rows that take the null condition although ``cond`` is given.
         extra : (B, E, h, w), optional; extra condition channels (E = ``extra_channels``), the
             same for every frame; None gives zeros. Dropped with ``cond``.
+        step : (B,) minutes between frames; used when the model has a step embedding (never
+            dropped: the null condition still knows the step).
 
         Returns
         -------
         (B, T, C, h, w) v-prediction.
         """
         b, frames, c, h, w = x.shape
-        temb = self.time_embed(t).repeat_interleave(frames, dim=0)  # (B*T, time_dim)
+        temb = self.time_embed(t)
+        if self.step_embed is not None and step is not None:
+            temb = temb + self.step_embed(step)
+        temb = temb.repeat_interleave(frames, dim=0)  # (B*T, time_dim)
         out = x.reshape(b * frames, c, h, w)
         conds = self.condition_pyramid(cond, out, null)
         first_extra = self.extra_condition(extra, out, cond, null)

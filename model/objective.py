@@ -97,7 +97,8 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
 
 
 def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_to_end",
-               valid: torch.Tensor | None = None, cond_drop: str = "sample") -> LossTerms:
+               valid: torch.Tensor | None = None, cond_drop: str = "sample",
+               step: torch.Tensor | None = None) -> LossTerms:
     """One evaluation of the objective on a batch.
 
     Parameters
@@ -110,6 +111,11 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
         ignore the others (no-data is not dry).
     cond_drop : "sample" drops the condition per sample with probability
         ``config.diffusion.cond_drop_prob``; "batch" decides once per batch as the reference.
+    step : (B,) minutes between the frames of each window, optional; for a model with a step
+        embedding.
+
+    Future frames without any valid pixel (a window shorter than ``T_out`` leads, padded) add
+    nothing to the diffusion loss either.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -137,7 +143,7 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
 
     # Translator: first estimate from sampled input latents; L_C on its decoding.
     z_in = reparameterise(mean[:, :t_in], logvar[:, :t_in])
-    mu, mu_logvar = model.translator(z_in)
+    mu, mu_logvar = model.translator(z_in, step)
     estimate = reparameterise(mu, mu_logvar)
     decoded = model.vae.decode(estimate.flatten(0, 1)).reshape(y.shape)
     constraint = masked_mse(decoded, y, valid_out)
@@ -153,8 +159,13 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
     else:
         null = torch.rand(b, device=x.device) < p
     extra = model.extra_condition(x, z_in)  # options' extra condition, dropped with mu
-    v = model.denoiser(x_t, steps, mu, null=null, extra=extra)
-    per_sample = (v - scheduler.v_target(x0, noise, steps)).square().flatten(1).mean(dim=1)
+    v = model.denoiser(x_t, steps, mu, null=null, extra=extra, step=step)
+    per_frame = (v - scheduler.v_target(x0, noise, steps)).square().flatten(2).mean(dim=2)  # (B, T_out)
+    if valid_out is None:
+        per_sample = per_frame.mean(dim=1)
+    else:  # frames with no data at all (past the end of a short window) are left out
+        present = valid_out.flatten(2).any(dim=2).to(per_frame.dtype)
+        per_sample = (per_frame * present).sum(dim=1) / present.sum(dim=1).clamp(min=1.0)
     diffusion = (per_sample * scheduler.loss_weight(steps)).mean()
 
     # Prior: q(x_T | x_0) against N(0, I) at the last training step.

@@ -48,7 +48,7 @@ def member_noise(shape: Sequence[int], seeds: Sequence[int], members: int,
 @torch.inference_mode()
 def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Tensor,
                    noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0,
-                   extra: torch.Tensor | None = None) -> torch.Tensor:
+                   extra: torch.Tensor | None = None, step: torch.Tensor | None = None) -> torch.Tensor:
     """Run the DDIM loop (eta = 0) from ``noise`` under condition ``cond``.
 
     Parameters
@@ -59,6 +59,7 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     guidance : CFG scale w; when non-zero the conditional and null passes run as one batch.
     extra : (N, E, h, w), optional; extra condition channels (options), dropped with ``cond``
         in the null pass.
+    step : (N,) minutes between frames, optional; for a model with a step embedding.
 
     Returns
     -------
@@ -69,17 +70,18 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     if guidance != 0:
         cond = torch.cat((cond, cond))
         extra = None if extra is None else torch.cat((extra, extra))
+        step = None if step is None else torch.cat((step, step))
         null = torch.cat((torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)))
         null = null.to(noise.device)
     for t, t_prev in scheduler.timesteps(steps):
         if guidance != 0:
             times = torch.full((2 * n,), t, dtype=torch.long, device=x.device)
             v_cond, v_null = denoiser(torch.cat((x, x)), times, cond, null=null,
-                                      extra=extra).float().chunk(2)
+                                      extra=extra, step=step).float().chunk(2)
             v = cfg(v_cond, v_null, guidance)
         else:
             times = torch.full((n,), t, dtype=torch.long, device=x.device)
-            v = denoiser(x, times, cond, extra=extra).float()
+            v = denoiser(x, times, cond, extra=extra, step=step).float()
         x = scheduler.step(v, t, t_prev, x)
     return x
 
@@ -101,7 +103,7 @@ def decode_frames(vae, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
 def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guidance: float = 1.0,
              seed: int | Sequence[int] = 0, encoding: str = "mean",
              autocast_dtype: torch.dtype | None = None, matching: str = "none",
-             advection: str = "none") -> Forecast:
+             advection: str = "none", step_minutes: int | None = None) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -123,6 +125,9 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
     advection : "none" forecasts on the ground, as the paper; "bulk" forecasts in a frame that
         moves with the rain's mean motion estimated from ``x`` and moves the result back
         (:mod:`model.advection`).
+    step_minutes : minutes between the input frames (and the lead times), one of
+        ``model.config.step_minutes`` for a model with a step embedding; None for a model
+        without one.
 
     Returns
     -------
@@ -143,6 +148,7 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         raise ValueError(f"advection must be one of {ADVECTIONS}, got {advection!r}")
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
+    config.check_step(step_minutes)
     b = x.shape[0]
     observed = x
     if advection == "bulk":
@@ -161,7 +167,8 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         if encoding == "sample":
             eps = member_noise((config.t_in, *latent_shape), seeds, 1, "encode")[:, 0]
             z = reparameterise(z, logvar.float().reshape(z.shape), eps.to(device))
-        mu, mu_logvar = (part.float() for part in model.translator(z))
+        step = None if step_minutes is None else torch.full((b,), float(step_minutes), device=device)
+        mu, mu_logvar = (part.float() for part in model.translator(z, step))
         estimate = mu
         if encoding == "sample":
             eps = member_noise(mu.shape[1:], seeds, 1, "estimate")[:, 0]
@@ -173,7 +180,8 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         if extra is not None:  # (B, E, h, w) -> (B*K, E, h, w)
             extra = extra.float()[:, None].expand(-1, members, *extra.shape[1:]).flatten(0, 1)
         z0 = sample_latents(model.denoiser, model.scheduler, cond, noise.flatten(0, 1),
-                            steps=steps, guidance=guidance, extra=extra)
+                            steps=steps, guidance=guidance, extra=extra,
+                            step=None if step is None else step.repeat_interleave(members))
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
     first = first.float()

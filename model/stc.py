@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.blocks import FullSpatialAttention, ResBlock, TemporalAttention, TimeEmbedding
+from model.blocks import FullSpatialAttention, ResBlock, StepEmbedding, TemporalAttention, TimeEmbedding
 from model.config import TranslatorConfig
 from model.spacetime import temporal_shift
 
@@ -59,7 +59,8 @@ class STCTranslator(nn.Module):
     :class:`TranslatorConfig` (the STC blocks see every frame, so they are kept narrower).
     """
 
-    def __init__(self, config: TranslatorConfig, *, t_in: int, t_out: int, channels: int) -> None:
+    def __init__(self, config: TranslatorConfig, *, t_in: int, t_out: int, channels: int,
+                 step_minutes: bool = False) -> None:
         super().__init__()
         self.t_out, self.channels = t_out, channels
         width = max(32, config.hidden // 2)
@@ -70,11 +71,15 @@ class STCTranslator(nn.Module):
             for _ in range(max(2, config.num_blocks // 2))
         )
         self.readout = nn.Conv2d(width, 2 * channels, 1)
+        self.step_embed = StepEmbedding(width) if step_minutes else None
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, t_in, C, h, w) -> mean, logvar, each (B, t_out, C, h, w)."""
+    def forward(self, z: torch.Tensor, step: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, t_in, C, h, w) -> mean, logvar, each (B, t_out, C, h, w); ``step`` (B,) minutes
+        between frames, used when the model has a step embedding."""
         b, t, c, h, w = z.shape
         context = self.proj_in(z.reshape(b, t * c, h, w))  # (B, width, h, w)
+        if self.step_embed is not None and step is not None:
+            context = context + self.step_embed(step).to(context.dtype)[:, :, None, None]
         leads = torch.arange(1, self.t_out + 1, device=z.device)
         lead_emb = self.lead_embed(leads).to(context.dtype).repeat(b, 1)  # (B*T_out, width)
         x = context.repeat_interleave(self.t_out, dim=0) + lead_emb[:, :, None, None]

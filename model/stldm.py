@@ -31,12 +31,14 @@ class STLDM(nn.Module):
         self.vae = VAE(config.vae)
         kind = STCTranslator if options.translator_kind == "stc" else Translator
         self.translator = kind(
-            config.translator, t_in=config.t_in, t_out=config.t_out, channels=config.vae.channels
+            config.translator, t_in=config.t_in, t_out=config.t_out, channels=config.latent_channels,
+            step_minutes=bool(config.step_minutes)
         )
         context = ContextCondition(config)
         # None unless an option asks for extra condition channels: the default layout is STLDM's
         self.context = context if context.channels else None
-        self.denoiser = Denoiser(config.denoiser, channels=config.vae.channels, options=options,
+        self.denoiser = Denoiser(config.denoiser, channels=config.latent_channels, options=options,
+                                 step_minutes=bool(config.step_minutes),
                                  extra_channels=context.channels)
         self.scheduler = DDIMScheduler(config.diffusion)
 
@@ -48,13 +50,13 @@ class STLDM(nn.Module):
     def forecast(self, x: torch.Tensor, *, members: int = 10, steps: int = 20,
                  guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
                  autocast_dtype: torch.dtype | None = None, matching: str = "none",
-                 advection: str = "none") -> Forecast:
+                 advection: str = "none", step_minutes: int | None = None) -> Forecast:
         """Ensemble nowcast; see :func:`model.sampler.forecast` for the arguments."""
         from model.sampler import forecast
 
         return forecast(self, x, members=members, steps=steps, guidance=guidance, seed=seed,
                         encoding=encoding, autocast_dtype=autocast_dtype, matching=matching,
-                        advection=advection)
+                        advection=advection, step_minutes=step_minutes)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

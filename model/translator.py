@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.blocks import StepEmbedding
 from model.config import TranslatorConfig
 
 
@@ -86,7 +87,8 @@ class GSTABlock(nn.Module):
 class Translator(nn.Module):
     """Latents of ``t_in`` frames -> (mean, logvar) of the latents of ``t_out`` frames."""
 
-    def __init__(self, config: TranslatorConfig, *, t_in: int, t_out: int, channels: int) -> None:
+    def __init__(self, config: TranslatorConfig, *, t_in: int, t_out: int, channels: int,
+                 step_minutes: bool = False) -> None:
         super().__init__()
         if config.num_blocks < 2:
             raise ValueError(f"the translator needs at least 2 blocks, got {config.num_blocks}")
@@ -103,12 +105,19 @@ class Translator(nn.Module):
             )
             for i in range(n)
         )
+        # a bias per hidden channel after the first block, from the radar step (zero at first)
+        self.step_embed = StepEmbedding(config.hidden) if step_minutes else None
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, t_in, C, h, w) -> mean, logvar, each (B, t_out, C, h, w)."""
+    def forward(self, z: torch.Tensor, step: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, t_in, C, h, w) -> mean, logvar, each (B, t_out, C, h, w).
+
+        ``step`` (B,) minutes between frames; used when the model has a step embedding.
+        """
         b, t, c, h, w = z.shape
         x = z.reshape(b, t * c, h, w)  # frame-major channels
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x)
+            if i == 0 and self.step_embed is not None and step is not None:
+                x = x + self.step_embed(step).to(x.dtype)[:, :, None, None]
         x = x.reshape(b, 2 * self.t_out, c, h, w)
         return x[:, : self.t_out], x[:, self.t_out :]
