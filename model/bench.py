@@ -40,7 +40,7 @@ class BenchResult:
 def sample_input(config: STLDMConfig, event: Path | None) -> tuple[np.ndarray, int]:
     """(T_in, size, size) rain rate mm/h from a real event when available, and its step."""
     if event is not None and event.is_file():
-        from model.radar_sample import cut_window, read_event
+        from radar.read import cut_window, read_event
 
         seq = cut_window(read_event(event), start=0, n_frames=config.t_in, size=config.size,
                          coarsen=4)

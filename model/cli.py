@@ -19,8 +19,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from model.checkpoint import load_checkpoint
     from model.config import STLDMConfig
     from model.products import ensemble_dataset
-    from model.radar_sample import cut_window, read_event
     from model.stldm import STLDM
+    from radar.read import cut_window, read_event
 
     if args.checkpoint is not None or DEFAULT_CHECKPOINT.is_dir():
         model = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)

@@ -22,7 +22,7 @@ Held-out data
     MRMS events (listed in its data, but skipped: their 2-min step does not divide 5 min).
 
 Time step
-    Events are read, area-averaged to the model's ``cell_km`` (``training.events``) and
+    Events are read, area-averaged to the model's ``cell_km`` (``radar.events``) and
     resampled to the model's step by linear interpolation in time (in mm/h) between the two
     neighbouring native frames; a cell is no data when either neighbour is. With a 2-min
     native step and a 5-min model step, every other 5-min frame (5, 15, 25, ... min) is the
@@ -32,7 +32,7 @@ Time step
 Windows
     ``t_in`` input frames plus as many lead times as every event holds (at most ``t_out``;
     70-min MRMS events at 5 min give 10 lead times, 50 min) on ``size x size`` tiles
-    (``training.windows``: tiles centred in the grid, kept when at least ``min_coverage`` of
+    (``radar.windows``: tiles centred in the grid, kept when at least ``min_coverage`` of
     the cells have data). Windows with less than ``min_rain_fraction`` of rainy input cells
     are dropped (nothing to verify); the rest are ranked by that fraction, the wettest
     ``max_windows`` kept. The selection looks at the inputs only, never at the truth.
@@ -167,9 +167,9 @@ def event_windows(path: Path, *, t_in: int, n_frames: int | None, size: int, cel
                   step_minutes: int, transform: PixelTransform, min_coverage: float,
                   min_rain_fraction: float) -> list[Window]:
     """Windows of one event file (see the module docstring), wettest inputs first."""
-    from model.radar_sample import read_event
-    from training.events import coarsen_factor, coarsen_values, read_header
-    from training.windows import candidate_windows
+    from radar.events import coarsen_factor, coarsen_values, read_header
+    from radar.read import read_event
+    from radar.windows import candidate_windows
 
     header = read_header(path)
     coarsen = coarsen_factor(header.native_km, cell_km, source=header.source)

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.radar_sample import UNIT_OF, area_mean, read_event
 from model.transform import PixelTransform
+from radar.read import UNIT_OF, area_mean, coarsen_coordinates, read_event
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ class EventPixels:
         Coarse cell size in km (``coarsen * native_km``).
     coarsen : int
         Native cells per coarse cell along each axis.
+    y, x : np.ndarray or None
+        (H,), (W,) coarse cell-centre coordinates in the file's units, None when it has none.
+    crs : str
+        The file's coordinate system key (:func:`radar.read.crs_key`).
     """
 
     source: str
@@ -101,6 +105,20 @@ class EventPixels:
     step_minutes: int
     cell_km: float
     coarsen: int
+    y: np.ndarray | None = None
+    x: np.ndarray | None = None
+    crs: str = ""
+
+    @property
+    def network(self) -> str:
+        """The radar network: the file name up to its first underscore (``mrms`` of
+        ``mrms_20190610_conus_4km.nc``)."""
+        return network_of(self.source)
+
+
+def network_of(source: str) -> str:
+    """The network of an event file name: its part before the first underscore (or dot)."""
+    return source.split("_", 1)[0].split(".", 1)[0]
 
 
 def read_header(path: str | Path) -> EventHeader:
@@ -209,6 +227,9 @@ def load_event(header: EventHeader, *, cell_km: float, transform: PixelTransform
     coarsen = coarsen_factor(header.native_km, cell_km, source=header.source)
     seq = read_event(header.path, quantity=header.quantity)
     times = seq.times
+    y = None if seq.y is None else coarsen_coordinates(seq.y, coarsen)
+    x = None if seq.x is None else coarsen_coordinates(seq.x, coarsen)
+    crs = seq.crs
     if np.any(np.diff(times) <= np.timedelta64(0, "ns")):
         raise ValueError(f"{header.source}: times must be strictly increasing")
     values = coarsen_values(seq.values, coarsen, seq.unit)
@@ -221,4 +242,4 @@ def load_event(header: EventHeader, *, cell_km: float, transform: PixelTransform
     logger.debug("%s: %s frames of %dx%d cells at %.2f km (coarsen %d)", header.source,
                  pixels.shape[0], pixels.shape[1], pixels.shape[2], coarsen * header.native_km, coarsen)
     return EventPixels(header.source, pixels, valid, times, header.step_minutes,
-                       coarsen * header.native_km, coarsen)
+                       coarsen * header.native_km, coarsen, y=y, x=x, crs=crs)

@@ -40,6 +40,12 @@ class RadarSequence:
         ``"m"`` (projected grids) or ``"deg"`` (regular lat/lon grids).
     source : str
         File name of the event.
+    y, x : np.ndarray or None
+        (H,), (W,) float64 cell-centre coordinates (metres or degrees), None when the file has
+        none.
+    crs : str
+        ``"longlat"`` for regular lat/lon grids, else the file's proj4 string ("" if unknown);
+        two grids with the same ``crs`` share a coordinate system.
     """
 
     values: np.ndarray
@@ -49,6 +55,9 @@ class RadarSequence:
     grid_spacing: float
     grid_spacing_unit: str
     source: str
+    y: np.ndarray | None = None
+    x: np.ndarray | None = None
+    crs: str = ""
 
 
 def read_event(path: str | Path, *, quantity: str = "rain_rate") -> RadarSequence:
@@ -76,6 +85,8 @@ def read_event(path: str | Path, *, quantity: str = "rain_rate") -> RadarSequenc
         values = np.asarray(var.values, dtype=np.float32)
         times = np.asarray(ds["time"].values).astype("datetime64[ns]")
         attrs = dict(ds.attrs)
+        coords = {d: np.asarray(ds[d].values, dtype=np.float64) if d in ds.coords else None
+                  for d in ("y", "x")}
     if "grid_spacing_m_x" in attrs:
         spacing = float(np.mean([attrs["grid_spacing_m_x"], attrs["grid_spacing_m_y"]]))
         spacing_unit = "m"
@@ -95,7 +106,17 @@ def read_event(path: str | Path, *, quantity: str = "rain_rate") -> RadarSequenc
         grid_spacing=spacing,
         grid_spacing_unit=spacing_unit,
         source=path.name,
+        y=coords["y"],
+        x=coords["x"],
+        crs=crs_key(attrs),
     )
+
+
+def crs_key(attrs: dict) -> str:
+    """``"longlat"`` for a file with ``grid_spacing_deg``, else its ``projection_proj4`` (or "")."""
+    if "grid_spacing_deg" in attrs and "grid_spacing_m_x" not in attrs:
+        return "longlat"
+    return " ".join(str(attrs.get("projection_proj4", "")).split())
 
 
 def frame_stride(native_minutes: int, step_minutes: int, *, source: str = "") -> int:
@@ -205,10 +226,20 @@ def cut_window(
         raise ValueError(
             f"window origin must satisfy 0 <= y0 <= {h - size} and 0 <= x0 <= {w - size}"
         )
+    y = None if seq.y is None else coarsen_coordinates(seq.y, coarsen)[y0 : y0 + size]
+    x = None if seq.x is None else coarsen_coordinates(seq.x, coarsen)[x0 : x0 + size]
     return replace(
         seq,
         values=np.ascontiguousarray(values[:, y0 : y0 + size, x0 : x0 + size]),
         times=seq.times[index],
         timestep_minutes=step,
         grid_spacing=seq.grid_spacing * coarsen,
+        y=y,
+        x=x,
     )
+
+
+def coarsen_coordinates(coords: np.ndarray, coarsen: int) -> np.ndarray:
+    """(N,) cell centres -> (N // coarsen,) centres of the ``coarsen``-cell blocks (their mean)."""
+    n = len(coords) // coarsen
+    return coords[: n * coarsen].reshape(n, coarsen).mean(axis=1)

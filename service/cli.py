@@ -1,6 +1,6 @@
 """``nowcast submit``: send a radar file to a running service and save the nowcast.
 
-By default the file is read locally (``model.radar_sample.read_event``: the layout of the
+By default the file is read locally (``radar.read.read_event``: the layout of the
 shared event files), the last ``t_in`` frames at the model's timestep are cut to the model's
 grid around the wettest area (``cut_window``: ``--coarsen`` area mean, ``size x size`` cells)
 and sent as JSON (base64 float32): event files are tens of MB and rarely on the model grid.
@@ -43,7 +43,7 @@ def cut_input(path: Path, model: dict[str, Any], *, coarsen: int) -> dict[str, A
     import numpy as np
     import xarray as xr
 
-    from model.radar_sample import cut_window, frame_stride, read_event
+    from radar.read import cut_window, frame_stride, read_event
 
     with xr.open_dataset(path, engine="netcdf4") as ds:
         quantity = "reflectivity" if "reflectivity" in ds.data_vars else "rain_rate"

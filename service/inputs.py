@@ -191,7 +191,7 @@ def read_upload(content: bytes, *, t_in: int) -> Upload:
     """The last ``t_in`` frames of an uploaded CF-netCDF file (dims ``time, y, x``).
 
     The variable is chosen by standard_name (reflectivity first), else by the names of the
-    project's event files (``reflectivity``, ``rain_rate``; see ``model/radar_sample.py``).
+    project's event files (``reflectivity``, ``rain_rate``; see ``radar/read.py``).
     """
     import xarray as xr
 

@@ -29,10 +29,19 @@ HELP = {
     "t_in": "input frames", "t_out": "forecast frames", "size": "frame side in pixels",
     "cell_km": "grid spacing the radar is resampled to, km",
     "stride": "spacing of the windows in cells (0: size, non-overlapping)",
-    "step_minutes": "time step of the frames, minutes",
-    "val_fraction": "fraction of the data held out for validation",
+    "step_minutes": "time step of the frames, minutes (0: every step the model serves, "
+                    "or 5 for a model without a step embedding)",
+    "min_leads": "shortest window kept, in leads (the missing leads of a short window are masked)",
+    "min_rain_fraction": "smallest fraction of rainy cells (among those with data) a window needs",
+    "val_fraction": "fraction of each network's windows drawn for validation (radar/split.py)",
+    "test_minutes": "the last this many minutes of every event group twice as long are held out "
+                    "for evaluation (radar/split.py)",
+    "block_minutes": "length of the time blocks drawn for validation",
+    "test_region": "event file whose area is held out for evaluation in every file on its grid",
+    "val_region": "event file whose area is held out for validation in every file on its grid",
     "min_coverage": "smallest fraction of valid pixels a window needs",
     "augment": "random flips and rotations of training windows",
+    "balance": "draw training windows so that every (network, step) has the same share",
     "motion_kmh": "with augment, add a random uniform motion of up to this speed (km/h) to each "
                   "training window, cut along the moving frame (0: off)",
     "advection": "bulk: train in the frame moving with each window's bulk motion, as "
@@ -73,10 +82,17 @@ class TrainConfig:
     size: int = 128
     cell_km: float = 4.0
     stride: int = 0
-    step_minutes: int = 5
+    step_minutes: int = 0
+    min_leads: int = 6
+    min_rain_fraction: float = 0.02
     val_fraction: float = 0.2
+    test_minutes: int = 100
+    block_minutes: int = 100
+    test_region: str = "mrms_20190610_ohiovalley.nc"
+    val_region: str = "mrms_20190610_greatlakes.nc"
     min_coverage: float = 0.5
     augment: bool = True
+    balance: bool = True
     motion_kmh: float = 0.0
     advection: str = "none"
     strategy: str = "end_to_end"
@@ -93,7 +109,7 @@ class TrainConfig:
     bf16: bool = True
     threads: int = 0
     eval_every: int = 250
-    val_batches: int = 4
+    val_batches: int = 8
     val_members: int = 2
     val_steps: int = 10
     out: str = ""

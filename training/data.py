@@ -2,17 +2,21 @@
 
 ``build_datasets`` reads CF-netCDF event files (``../shared/radar/README.md``), averages them
 to ``cell_km`` cells, converts them to model pixels with the model config's
-``PixelTransform`` and cuts windows of ``t_in + t_out`` frames ``step_minutes`` apart on
-``size x size`` tiles. See :mod:`training.events` (quantity, area mean, cell size) and
-:mod:`training.windows` (tiles, coverage, split) for the rules; in short:
+``PixelTransform`` and cuts windows of ``t_in`` inputs and up to ``t_out`` leads on
+``size x size`` tiles, at every model step a file can serve. See :mod:`radar.events`
+(quantity, area mean, cell size) and :mod:`radar.split` (tiles, coverage, the three splits);
+in short:
 
-Time step
-    A model has one ``step_minutes``. Files whose native step divides it are subsampled
-    (every ``step_minutes // native`` frame); the others are skipped with a logged warning,
-    and ``ValueError`` is raised when no file is usable. With the shared events, step 5 uses
-    FMI and KNMI (the 2-min MRMS files are skipped: 5 is no multiple of 2); step 10 would
-    accept all files, but a 5 -> 20 window at 10 min spans 240 min, which only KNMI (455 min)
-    holds. The 70-min MRMS files hold a 25-frame window only at step 2.
+Time steps
+    A model serves one or more ``steps`` (minutes). A file serves each step its native step
+    divides, with frames every ``step // native`` native frames: the 5-minute files serve 5,
+    the 2-minute MRMS files 2 and 6. Each window records its step (``"step_minutes"``), which
+    the model embeds. A file that serves none of the steps is skipped with a warning.
+
+Short windows
+    Windows are cut as long as their split's time allows, up to ``t_out`` leads and at least
+    ``min_leads``; the missing leads are zero pixels with ``valid`` False, which every loss
+    term ignores.
 
 No data
     NaN (outside radar coverage) is not dry. Windows whose fraction of cells with data is
@@ -25,15 +29,16 @@ Dry windows
     fraction of the cells with data has rain at or above the transform's ``rain_min`` mm/h.
 
 Split and augmentation
-    Seeded split by time blocks with no frame in both splits (:mod:`training.windows`).
+    :mod:`radar.split`: a held-out time block per network and held-out regions go to ``TEST``
+    (never loaded here for training), seeded validation blocks per network to ``VAL``.
     Training items are randomly rotated by ``k * 90`` degrees and horizontally flipped, the
     same way for ``x``, ``y`` and ``valid``; validation items never are. With ``motion_kmh``
     they are also cut along a frame that moves at a random uniform velocity (a change of
-    reference frame), so that two events' worth of motion teaches more than two motions.
+    reference frame).
 
 Memory
     The pixel arrays of all usable events are held in memory (float32 pixels + bool mask,
-    5 bytes per coarse cell and frame: the shared FMI and KNMI events take 27 MB at 4 km).
+    5 bytes per coarse cell and frame: all the shared events take about 400 MB at 4 km).
     Files are read one at a time; the peak is about twice the largest native file in float32.
 """
 
@@ -49,19 +54,8 @@ import torch
 from torch.utils.data import Dataset
 
 from model.advection import ADVECTIONS, bulk_motion, frame_offsets
-from model.radar_sample import frame_stride
-from model.transform import PixelTransform
-from training.events import EventPixels, load_event, read_header
-from training.windows import (
-    TRAIN,
-    VAL,
-    block_weights,
-    candidate_windows,
-    choose_validation,
-    frame_labels,
-    time_blocks,
-    window_split,
-)
+from radar.events import EventPixels, load_event, read_header
+from radar.split import SPLITS, SplitRule, WindowShape, split_windows
 
 logger = logging.getLogger(__name__)
 
@@ -137,20 +131,22 @@ def shifted_crop(
 
 
 class RadarWindows(Dataset):
-    """Windows of ``t_in + t_out`` frames of ``size x size`` cells out of in-memory events.
+    """Windows of ``t_in`` inputs and up to ``t_out`` leads of ``size x size`` cells out of
+    in-memory events.
 
     Items are dicts: ``"x"`` (T_in, H, W) float32 pixels in [0, 1], ``"y"`` (T_out, H, W)
-    float32, ``"valid"`` (T_in + T_out, H, W) bool (False = no data, pixel 0 there),
-    ``"source"`` (file name) and ``"start"`` (ISO UTC time of the first input frame).
+    float32, ``"valid"`` (T_in + T_out, H, W) bool (False = no data, pixel 0 there; leads past
+    the end of a short window are all False), ``"step_minutes"`` (int64 scalar tensor, minutes
+    between the frames), ``"source"`` (file name) and ``"start"`` (ISO UTC time of the first
+    input frame).
 
     Parameters
     ----------
     events : sequence of EventPixels
     windows : np.ndarray
-        (N, 4) int ``(event, start, y0, x0)``: index into ``events``, native start frame and
-        tile origin in coarse cells.
-    frame_strides : sequence of int
-        Native frames per model step, one per event.
+        (N, 6) int ``(event, start, n_frames, y0, x0, stride)``: index into ``events``, native
+        start frame, frames in the window, tile origin in coarse cells, native frames between
+        frames (:func:`radar.split.split_windows`).
     t_in, t_out, size : int
     augment : bool
         Random rotation and flip per item (torch's global RNG, so ``DataLoader`` workers draw
@@ -170,7 +166,6 @@ class RadarWindows(Dataset):
         self,
         events: Sequence[EventPixels],
         windows: np.ndarray,
-        frame_strides: Sequence[int],
         *,
         t_in: int,
         t_out: int,
@@ -179,33 +174,33 @@ class RadarWindows(Dataset):
         motion_kmh: float = 0.0,
         advection: str = "none",
     ) -> None:
-        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 4)
+        windows = np.asarray(windows, dtype=np.int64).reshape(-1, 6)
         if advection not in ADVECTIONS:
             raise ValueError(f"advection must be one of {ADVECTIONS}, got {advection!r}")
         self.advection = advection
         if motion_kmh < 0:
             raise ValueError(f"motion_kmh must be >= 0, got {motion_kmh}")
-        if len(frame_strides) != len(events):
-            raise ValueError(f"need one frame stride per event, got {len(frame_strides)} for {len(events)}")
         self.events = list(events)
         self.windows = windows
-        self.frame_strides = [int(s) for s in frame_strides]
         self.t_in, self.t_out, self.size = t_in, t_out, size
         self.augment = augment
-        # cells per model step at motion_kmh, per event
-        self.motion_cells = [motion_kmh * s * e.step_minutes / 60.0 / e.cell_km
-                             for s, e in zip(self.frame_strides, self.events, strict=True)]
+        self.motion_kmh = motion_kmh
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def frame_index(self, i: int) -> tuple[int, np.ndarray]:
-        """Event number and (T_in + T_out,) native frame indices of window ``i``."""
-        event, start = int(self.windows[i, 0]), int(self.windows[i, 1])
-        return event, start + self.frame_strides[event] * np.arange(self.t_in + self.t_out)
+        """Event number and (n_frames,) native frame indices of window ``i``."""
+        event, start, n_frames, _, _, stride = (int(v) for v in self.windows[i])
+        return event, start + stride * np.arange(n_frames)
+
+    def step_minutes(self, i: int) -> int:
+        """Minutes between the frames of window ``i``."""
+        event, stride = int(self.windows[i, 0]), int(self.windows[i, 5])
+        return stride * self.events[event].step_minutes
 
     def frame_times(self, i: int) -> np.ndarray:
-        """(T_in + T_out,) datetime64[ns] UTC times of window ``i``'s frames."""
+        """(n_frames,) datetime64[ns] UTC times of window ``i``'s frames."""
         event, index = self.frame_index(i)
         return self.events[event].times[index]
 
@@ -213,28 +208,46 @@ class RadarWindows(Dataset):
         """Number of windows per source file."""
         return dict(Counter(self.events[e].source for e in self.windows[:, 0]))
 
-    def random_velocity(self, event: int) -> np.ndarray:
+    def step_counts(self) -> dict[str, int]:
+        """Number of windows per step, keys like ``"5 min"``."""
+        return {f"{step} min": n for step, n in sorted(Counter(
+            self.step_minutes(i) for i in range(len(self))).items())}
+
+    def balance_weights(self) -> np.ndarray:
+        """(N,) sampling weights that give every (network, step) the same share of the draws
+        (the CONUS file alone holds most windows; each network should teach as much)."""
+        keys = [(self.events[int(e)].network, self.step_minutes(i)) for i, e in enumerate(self.windows[:, 0])]
+        counts = Counter(keys)
+        return np.array([1.0 / counts[k] for k in keys])
+
+    def random_velocity(self, event: int, step_minutes: int) -> np.ndarray:
         """(2,) cells per step drawn uniformly from the disc of ``motion_kmh`` (torch's global RNG)."""
         angle, radius = torch.rand(2).tolist()
-        speed = self.motion_cells[event] * radius ** 0.5  # uniform over the disc
+        cells = self.motion_kmh * step_minutes / 60.0 / self.events[event].cell_km
+        speed = cells * radius ** 0.5  # uniform over the disc
         return speed * np.array([np.sin(2 * np.pi * angle), np.cos(2 * np.pi * angle)])
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | str]:
         event, index = self.frame_index(i)
-        y0, x0 = int(self.windows[i, 2]), int(self.windows[i, 3])
+        y0, x0 = int(self.windows[i, 3]), int(self.windows[i, 4])
         ev = self.events[event]
+        step = self.step_minutes(i)
         box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
         frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
         valid = torch.from_numpy(ev.valid[box])
         velocity = torch.zeros(2, dtype=torch.float64)
         if self.advection == "bulk":
             velocity += bulk_motion(frames[None, :self.t_in])[0].double()
-        if self.augment and self.motion_cells[event] > 0:
-            velocity += torch.from_numpy(self.random_velocity(event))
+        if self.augment and self.motion_kmh > 0:
+            velocity += torch.from_numpy(self.random_velocity(event, step))
         if velocity.any():  # cut every frame where a frame moving at velocity has got to
-            offsets = frame_offsets(velocity[None], 1 - self.t_in, self.t_out)[0].numpy()
+            offsets = frame_offsets(velocity[None], 1 - self.t_in, len(index) - self.t_in)[0].numpy()
             frames, valid = map(torch.from_numpy, shifted_crop(ev.pixels, ev.valid, index, y0, x0,
                                                                self.size, offsets))
+        missing = self.t_in + self.t_out - len(index)
+        if missing:  # a short window: the leads past its end have no data
+            frames = torch.cat((frames, frames.new_zeros(missing, self.size, self.size)))
+            valid = torch.cat((valid, valid.new_zeros(missing, self.size, self.size)))
         if self.augment:
             k = int(torch.randint(4, (1,)))
             flip = bool(torch.randint(2, (1,)))
@@ -243,146 +256,119 @@ class RadarWindows(Dataset):
             "x": frames[: self.t_in],
             "y": frames[self.t_in :],
             "valid": valid,
+            "step_minutes": torch.tensor(step),
             "source": ev.source,
             "start": iso_time(ev.times[index[0]]),
         }
 
 
-def _check_args(t_in: int, t_out: int, step_minutes: int, size: int, stride: int, val_fraction: float,
-                min_coverage: float, min_rain_fraction: float) -> None:
-    if t_in < 1 or t_out < 1 or size < 1 or stride < 1 or step_minutes < 1:
-        raise ValueError("t_in, t_out, size, stride and step_minutes must be >= 1, got "
-                         f"{t_in}, {t_out}, {size}, {stride}, {step_minutes}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    for name, value in (("min_coverage", min_coverage), ("min_rain_fraction", min_rain_fraction)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
+def load_events(paths: Iterable[str | Path], *, steps: Sequence[int], n_min: int, cell_km: float,
+                transform) -> tuple[list[EventPixels], list[tuple[int, ...]]]:
+    """The events of ``paths`` that serve at least one of ``steps`` with ``n_min`` frames, and per
+    event the native frame strides of the steps it serves (file-name order; unusable files are
+    skipped with a warning naming why)."""
+    headers = sorted((read_header(p) for p in paths), key=lambda h: h.source)
+    names = [h.source for h in headers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"file names must be unique, got {names}")
+    events, strides = [], []
+    for header in headers:
+        served = tuple(step // header.step_minutes for step in steps if step % header.step_minutes == 0
+                       and (step // header.step_minutes) * (n_min - 1) < header.n_frames)
+        if not served:
+            logger.warning("skipping %s: its %d-min step with %d frames serves none of the steps %s min "
+                           "with %d frames", header.source, header.step_minutes, header.n_frames,
+                           list(steps), n_min)
+            continue
+        try:
+            events.append(load_event(header, cell_km=cell_km, transform=transform))
+        except ValueError as err:
+            logger.warning("skipping %s: %s", header.source, err)
+            continue
+        strides.append(served)
+    return events, strides
 
 
-def build_datasets(
+def build_splits(
     paths: Iterable[str | Path],
     *,
     t_in: int,
     t_out: int,
-    step_minutes: int,
+    steps: Sequence[int],
     size: int,
     cell_km: float,
-    transform: PixelTransform,
-    val_fraction: float = 0.2,
-    seed: int = 0,
+    transform,
+    rule: SplitRule | None = None,
+    min_leads: int = 6,
     min_coverage: float = 0.5,
     min_rain_fraction: float = 0.0,
     stride: int | None = None,
     augment: bool = True,
     motion_kmh: float = 0.0,
     advection: str = "none",
-) -> tuple[RadarWindows, RadarWindows]:
-    """Training and validation windows from radar event files (rules in the module docstring).
+    which: Sequence[str] = ("train", "val"),
+) -> dict[str, RadarWindows]:
+    """The windows of radar event files, split (rules in the module docstring and :mod:`radar.split`).
 
     Parameters
     ----------
     paths : iterable of str or Path
-        CF-netCDF event files; processed in order of file name, which must be unique.
+        CF-netCDF event files; file names must be unique.
     t_in, t_out : int
-        Input and output frames per window (e.g. ``config.t_in``, ``config.t_out``).
-    step_minutes : int
-        Minutes between the frames of a window.
+        Inputs and largest number of leads per window (``config.t_in``, ``config.t_out``).
+    steps : sequence of int
+        Model steps in minutes (``config.step_minutes``).
     size : int
-        Window side in coarse cells (e.g. ``config.size``).
+        Window side in coarse cells.
     cell_km : float
-        Coarse cell size in km (e.g. 4.0 for 128 x 128 cells covering 512 km).
+        Coarse cell size in km.
     transform : PixelTransform
         The model config's transform (``config.transform``).
-    val_fraction : float
-        About this fraction of the windows go to validation, in [0, 1).
-    seed : int
-        Seed of the choice of validation blocks.
+    rule : SplitRule, optional
+        The hold-out rule (default ``SplitRule()``).
+    min_leads : int
+        Shortest window kept, in leads.
     min_coverage, min_rain_fraction : float
         Fractions in [0, 1]: windows with less data, or less rain among the data, are skipped.
     stride : int, optional
         Tile spacing in coarse cells (default ``size``: non-overlapping tiles).
     augment : bool
-        Random rotations and flips of the training items (never of the validation ones).
+        Random rotations and flips of the training items (never of the others).
     motion_kmh : float
         Largest random velocity added to training items (:class:`RadarWindows`); 0: off.
     advection : str
-        "bulk": training and validation items in the frame moving with their rain
-        (:class:`RadarWindows`); "none": on the ground.
+        "bulk": items in the frame moving with their rain (:class:`RadarWindows`); "none".
+    which : sequence of str
+        The splits to return, among "train", "val", "test".
 
     Returns
     -------
-    (RadarWindows, RadarWindows)
-        Training and validation windows; validation may be empty (logged as a warning).
+    dict of RadarWindows
+        One per name in ``which``; a split may be empty (logged as a warning).
     """
-    stride = size if stride is None else stride
-    _check_args(t_in, t_out, step_minutes, size, stride, val_fraction, min_coverage, min_rain_fraction)
-    n_frames = t_in + t_out
-    headers = sorted((read_header(p) for p in paths), key=lambda h: h.source)
-    names = [h.source for h in headers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"file names must be unique, got {names}")
-    rain_pixel = float(transform.to_pixel(np.float32(transform.rain_min), "mm/h"))
-
-    events, strides, tables = [], [], []
-    for header in headers:
-        try:
-            stride_t = frame_stride(header.step_minutes, step_minutes, source=header.source)
-        except ValueError as err:
-            logger.warning("skipping %s: %s", header.source, err)
-            continue
-        span = stride_t * (n_frames - 1) + 1
-        if header.n_frames < span:
-            logger.warning("skipping %s: it spans %d min, a window of %d frames at %d min needs %d min",
-                           header.source, (header.n_frames - 1) * header.step_minutes, n_frames, step_minutes,
-                           (n_frames - 1) * step_minutes)
-            continue
-        try:
-            event = load_event(header, cell_km=cell_km, transform=transform)
-        except ValueError as err:
-            logger.warning("skipping %s: %s", header.source, err)
-            continue
-        table = candidate_windows(event.pixels, event.valid, n_frames=n_frames, frame_stride=stride_t,
-                                  size=size, stride=stride, min_coverage=min_coverage,
-                                  min_rain_fraction=min_rain_fraction, rain_pixel=rain_pixel)
-        if len(table) == 0:
-            logger.warning("skipping %s: no %d x %d window with coverage >= %g and rain fraction >= %g "
-                           "(grid %dx%d at %.2f km)", header.source, size, size, min_coverage,
-                           min_rain_fraction, *event.pixels.shape[1:], event.cell_km)
-            continue
-        events.append(event)
-        strides.append(stride_t)
-        tables.append(table)
+    rule = rule or SplitRule()
+    unknown = set(which) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"which must name splits among {sorted(SPLITS)}, got {sorted(unknown)}")
+    if not steps or min(steps) < 1:
+        raise ValueError(f"steps must hold at least one step of >= 1 min, got {list(steps)}")
+    shape = WindowShape(t_in=t_in, t_out=t_out, size=size, stride=stride or size, min_leads=min_leads,
+                        min_coverage=min_coverage, min_rain_fraction=min_rain_fraction)
+    paths = list(paths)
+    events, strides = load_events(paths, steps=steps, n_min=t_in + min_leads, cell_km=cell_km,
+                                  transform=transform)
     if not events:
-        raise ValueError(f"no usable windows in {names} for {n_frames} frames at "
-                         f"step_minutes={step_minutes}, size={size}, cell_km={cell_km}, "
-                         f"min_coverage={min_coverage} (see warnings)")
-
-    spans = [s * (n_frames - 1) + 1 for s in strides]
-    blocks = time_blocks([e.times for e in events], [e.step_minutes for e in events],
-                         (n_frames - 1) * step_minutes)
-    n_blocks = max(int(b.max()) for b in blocks) + 1
-    weights = sum(block_weights(b, table[:, 0], span, n_blocks)
-                  for b, table, span in zip(blocks, tables, spans, strict=True))
-    is_val = choose_validation(weights, val_fraction, seed)
-
-    parts: dict[int, list[np.ndarray]] = {TRAIN: [], VAL: []}
-    for e, (event, table) in enumerate(zip(events, tables, strict=True)):
-        labels = frame_labels(blocks[e], is_val, event.times, event.step_minutes)
-        split = window_split(table[:, 0], labels, spans[e])
-        for which in (TRAIN, VAL):
-            rows = table[split == which]
-            parts[which].append(np.column_stack([np.full(len(rows), e), rows]))
-        logger.info("%s: %d train / %d val windows (%d candidates, %d min step, %.2f km cells)", event.source,
-                    int(np.sum(split == TRAIN)), int(np.sum(split == VAL)), len(table), step_minutes,
-                    event.cell_km)
-    train = RadarWindows(events, np.concatenate(parts[TRAIN]), strides, t_in=t_in, t_out=t_out, size=size,
-                         augment=augment, motion_kmh=motion_kmh, advection=advection)
-    val = RadarWindows(events, np.concatenate(parts[VAL]), strides, t_in=t_in, t_out=t_out, size=size,
-                       advection=advection)
-    logger.info("%d train / %d val windows from %d files", len(train), len(val), len(events))
-    if len(val) == 0 and val_fraction > 0:
-        logger.warning("no validation windows: too few blocks of %d frames at %d min", n_frames, step_minutes)
-    if len(train) == 0:
-        raise ValueError("no training windows left after the split; lower val_fraction or add events")
-    return train, val
+        raise ValueError(f"no file in {[Path(p).name for p in paths]} serves the steps {list(steps)} min "
+                         f"with {t_in + min_leads} frames (see warnings)")
+    rain_pixel = float(transform.to_pixel(np.float32(transform.rain_min), "mm/h"))
+    rows, labels = split_windows(events, strides, shape, rule, rain_pixel)
+    out = {}
+    for name in which:
+        chosen = rows[labels == SPLITS[name]]
+        out[name] = RadarWindows(events, chosen, t_in=t_in, t_out=t_out, size=size,
+                                 augment=augment and name == "train",
+                                 motion_kmh=motion_kmh if name == "train" else 0.0, advection=advection)
+        logger.info("%s: %d windows %s %s", name, len(chosen), out[name].counts(), out[name].step_counts())
+        if len(chosen) == 0:
+            logger.warning("no %s windows in %s", name, [e.source for e in events])
+    return out

@@ -64,17 +64,21 @@ class Counts:
 
 
 def validation_windows(manifest: dict, transform, stride: int | None = None):
-    from training.data import build_datasets
+    """The validation windows of the run that made ``manifest`` (its data, steps and split rule),
+    and the run's steps."""
+    from radar.split import SplitRule
+    from training.data import build_splits
 
-    cfg = manifest["training"]["config"]
-    _, val = build_datasets(
-        manifest["training"]["data"]["files"], t_in=cfg["t_in"], t_out=cfg["t_out"],
-        step_minutes=cfg["step_minutes"],
-        size=cfg["size"], cell_km=cfg["cell_km"], stride=stride or cfg.get("stride") or None,
-        transform=transform,
-        val_fraction=cfg["val_fraction"], seed=cfg["seed"], min_coverage=cfg["min_coverage"],
-        augment=False)
-    return val, cfg["step_minutes"]
+    cfg, data = manifest["training"]["config"], manifest["training"]["data"]
+    steps = tuple(data.get("steps") or [cfg["step_minutes"]])
+    rule = SplitRule(**data["split"]) if "split" in data else SplitRule(
+        val_fraction=cfg["val_fraction"], seed=cfg["seed"], test_minutes=0, test_region="", val_region="")
+    val = build_splits(
+        data["files"], t_in=cfg["t_in"], t_out=cfg["t_out"], steps=steps, size=cfg["size"],
+        cell_km=cfg["cell_km"], transform=transform, rule=rule, min_leads=cfg.get("min_leads", cfg["t_out"]),
+        min_coverage=cfg["min_coverage"], min_rain_fraction=cfg.get("min_rain_fraction", 0.0),
+        stride=stride or cfg.get("stride") or None, augment=False, which=("val",))["val"]
+    return val, steps
 
 
 def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0,

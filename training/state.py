@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +60,37 @@ class ResumableSampler(Sampler[int]):
     Epoch ``e`` is the shuffle of ``DistributedSampler(seed=seed).set_epoch(e)`` (this rank's
     shard), so a run resumed at sample ``start`` sees exactly the windows an uninterrupted run
     would have seen, without loading the skipped ones.
+
+    With ``weights`` ((N,) non-negative, one per window), an epoch instead draws as many
+    windows as this rank's shard holds, with replacement, in proportion to the weights, from
+    a generator seeded by (seed, epoch, rank): just as reproducible and resumable.
     """
 
     def __init__(self, dataset: Dataset, *, seed: int, world_size: int = 1, rank: int = 0,
-                 start: int = 0) -> None:
+                 start: int = 0, weights: Sequence[float] | None = None) -> None:
         self.inner = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                         seed=seed, drop_last=True)
         if len(self.inner) == 0:
             raise ValueError(f"{len(dataset)} training windows cannot be shared by {world_size} ranks")
         self.start = start
+        self.seed, self.rank = seed, rank
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and (len(self.weights) != len(dataset) or self.weights.sum() <= 0):
+            raise ValueError(f"weights must give one non-negative weight per window ({len(dataset)}), "
+                             "not all zero")
+
+    def epoch(self, epoch: int):
+        if self.weights is None:
+            self.inner.set_epoch(epoch)
+            return iter(self.inner)
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * epoch + 7919 * self.rank)
+        draws = torch.multinomial(self.weights, len(self.inner), replacement=True, generator=generator)
+        return iter(draws.tolist())
 
     def __iter__(self):
         epoch, skip = divmod(self.start, len(self.inner))
         while True:
-            self.inner.set_epoch(epoch)
-            yield from itertools.islice(iter(self.inner), skip, None)
+            yield from itertools.islice(self.epoch(epoch), skip, None)
             epoch, skip = epoch + 1, 0
 
 

@@ -33,6 +33,7 @@ from model.checkpoint import load_checkpoint
 from model.config import STLDMConfig
 from model.objective import apply_strategy, stldm_loss
 from model.stldm import STLDM
+from radar.split import SplitRule
 from training.config import SYNTHETIC_WINDOWS, TrainConfig, config_from_args, parse_options
 from training.distributed import agree, gather_rng, setup, teardown
 from training.ema import EMA
@@ -59,16 +60,16 @@ class LossModule(nn.Module):
         super().__init__()
         self.model, self.strategy = model, strategy
 
-    def forward(self, x, y, valid) -> dict[str, torch.Tensor]:
-        return vars(stldm_loss(self.model, x, y, strategy=self.strategy, valid=valid))
+    def forward(self, x, y, valid, step) -> dict[str, torch.Tensor]:
+        return vars(stldm_loss(self.model, x, y, strategy=self.strategy, valid=valid, step=step))
 
 
 def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = None) -> Path:
     """Run (or resume) training; returns the output folder ``config.out`` resolved.
 
     ``datasets`` = (train, validation) replaces the data step (tests, notebooks); items are
-    dicts with "x" (T_in, H, W), "y" (T_out, H, W) float pixels in [0, 1] and "valid"
-    (T_in + T_out, H, W) bool.
+    dicts with "x" (T_in, H, W), "y" (T_out, H, W) float pixels in [0, 1], "valid"
+    (T_in + T_out, H, W) bool and, optionally, "step_minutes" (int scalar tensor).
     """
     started = time.monotonic()
     # -- arguments, processes, devices
@@ -127,8 +128,9 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
                  f"{sum(p.numel() for p in trainable):,}", len(train_ds), len(val_ds), device)
 
     # -- loop
+    weights = train_ds.balance_weights() if config.balance and hasattr(train_ds, "balance_weights") else None
     sampler = ResumableSampler(train_ds, seed=config.seed, world_size=world, rank=rank,
-                               start=step * config.batch_size)
+                               start=step * config.batch_size, weights=weights)
     batches = iter(DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler, drop_last=True,
                               num_workers=config.num_workers, pin_memory=device.type == "cuda",
                               generator=torch.Generator().manual_seed(config.seed)))
@@ -140,12 +142,13 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
     while step < config.steps:
         batch = next(batches)
         x, y, valid = (batch[k].to(device, non_blocking=True) for k in ("x", "y", "valid"))
+        step_minutes = batch["step_minutes"].to(device).float() if "step_minutes" in batch else None
         lr = lr_at(step, lr=config.lr, warmup_steps=config.warmup_steps, steps=config.steps,
                    min_lr=config.min_lr)
         for group in optimiser.param_groups:
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            terms = ddp(x, y, valid)
+            terms = ddp(x, y, valid, step_minutes)
         if not torch.isfinite(terms["total"]):
             raise FloatingPointError(f"non-finite loss at step {step}: {rounded(floats(terms))}")
         optimiser.zero_grad(set_to_none=True)
@@ -175,7 +178,8 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
         if main_process:
             final = ema.module if ema is not None else model
             metrics = rounded(validate(
-                final, DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers),
+                final, DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers,
+                                  shuffle=True, generator=torch.Generator().manual_seed(config.seed)),
                 strategy=config.strategy, max_batches=config.val_batches, members=config.val_members,
                 steps=config.val_steps, seed=config.seed, device=device, autocast=autocast))
             model.train()
@@ -212,8 +216,7 @@ def resolve_model_config(config: TrainConfig, resume_from: Path | None) -> STLDM
     ``config.options`` applied (a resumed run must keep its checkpoint's options)."""
     source = resume_from or (Path(config.init) if config.init else None)
     if source is None:
-        model_config = STLDMConfig.preset_named(config.preset, t_in=config.t_in, t_out=config.t_out,
-                                                size=config.size)
+        model_config = STLDMConfig.preset_named(config.preset, t_in=config.t_in, t_out=config.t_out)
     else:
         model_config = STLDMConfig.from_dict(json.loads((source / "config.json").read_text()))
         if (model_config.t_in, model_config.t_out) != (config.t_in, config.t_out):
@@ -223,7 +226,7 @@ def resolve_model_config(config: TrainConfig, resume_from: Path | None) -> STLDM
     if resume_from is not None and options != model_config.options:
         raise ValueError(f"--options {config.options!r} differ from the options of {resume_from}; "
                          "a resumed run keeps them (start a new run with --init to change them)")
-    return dataclasses.replace(model_config, size=config.size, options=options)
+    return dataclasses.replace(model_config, options=options)
 
 
 def build_data(config: TrainConfig, model_config: STLDMConfig,
@@ -240,22 +243,48 @@ def build_data(config: TrainConfig, model_config: STLDMConfig,
         val_ds = SyntheticRain(SYNTHETIC_WINDOWS[1], **shape, seed=config.seed + 1)
         source = {"source": "synthetic"}
     else:
-        from training.data import build_datasets
+        from training.data import build_splits
 
-        files = [f for p in map(Path, config.data) for f in (sorted(p.glob("*.nc")) if p.is_dir() else [p])]
-        if not files:
-            raise ValueError(f"no radar event files (*.nc) in {list(config.data)}")
-        train_ds, val_ds = build_datasets(
-            files, t_in=config.t_in, t_out=config.t_out, step_minutes=config.step_minutes,
-            size=config.size, cell_km=config.cell_km, transform=model_config.transform,
-            val_fraction=config.val_fraction, seed=config.seed, min_coverage=config.min_coverage,
-            stride=config.stride or None, augment=config.augment,
-            motion_kmh=config.motion_kmh, advection=config.advection)
-        source = {"source": "radar", "files": [str(f) for f in files],
-                  "windows_per_file": {"train": train_ds.counts(), "val": val_ds.counts()}}
+        files = event_files(config.data)
+        steps = training_steps(config, model_config)
+        splits = build_splits(
+            files, t_in=config.t_in, t_out=config.t_out, steps=steps, size=config.size,
+            cell_km=config.cell_km, transform=model_config.transform, rule=split_rule(config),
+            min_leads=config.min_leads, min_coverage=config.min_coverage,
+            min_rain_fraction=config.min_rain_fraction, stride=config.stride or None,
+            augment=config.augment, motion_kmh=config.motion_kmh, advection=config.advection)
+        train_ds, val_ds = splits["train"], splits["val"]
+        source = {"source": "radar", "files": [str(f) for f in files], "steps": list(steps),
+                  "split": split_rule(config).to_dict(),
+                  "windows_per_file": {"train": train_ds.counts(), "val": val_ds.counts()},
+                  "windows_per_step": {"train": train_ds.step_counts(), "val": val_ds.step_counts()}}
     if len(train_ds) < config.batch_size:
         raise ValueError(f"{len(train_ds)} training windows are fewer than batch_size {config.batch_size}")
     return train_ds, val_ds, {**source, "windows_train": len(train_ds), "windows_val": len(val_ds)}
+
+
+def event_files(data: tuple[str, ...]) -> list[Path]:
+    """The ``*.nc`` files of ``data`` (files, or folders of them); ``ValueError`` when none."""
+    files = [f for p in map(Path, data) for f in (sorted(p.glob("*.nc")) if p.is_dir() else [p])]
+    if not files:
+        raise ValueError(f"no radar event files (*.nc) in {list(data)}")
+    return files
+
+
+def training_steps(config: TrainConfig, model_config: STLDMConfig) -> tuple[int, ...]:
+    """The steps (minutes) to cut windows at: ``--step-minutes``, else every step the model
+    serves, else 5 (a model without a step embedding)."""
+    if config.step_minutes:
+        model_config.check_step(config.step_minutes if model_config.step_minutes else None)
+        return (config.step_minutes,)
+    return model_config.step_minutes or (5,)
+
+
+def split_rule(config: TrainConfig) -> SplitRule:
+    """The hold-out rule of ``config`` (its split flags)."""
+    return SplitRule(val_fraction=config.val_fraction, seed=config.seed, test_minutes=config.test_minutes,
+                     block_minutes=config.block_minutes, test_region=config.test_region,
+                     val_region=config.val_region)
 
 
 def floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:

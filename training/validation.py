@@ -51,25 +51,34 @@ def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int,
             if count >= max_batches:
                 break
             x, y, valid = (batch[k].to(device) for k in ("x", "y", "valid"))
+            step = batch["step_minutes"].to(device).float() if "step_minutes" in batch else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                terms = stldm_loss(model, x, y, strategy=strategy, valid=valid).as_floats()
+                terms = stldm_loss(model, x, y, strategy=strategy, valid=valid, step=step).as_floats()
             for name, value in terms.items():
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
             if count == 0 and members > 0:
-                sums.update(skill(model, x, y, valid[:, x.shape[1]:], members=members, steps=steps,
+                sums.update(skill(model, x, y, valid[:, x.shape[1]:], step, members=members, steps=steps,
                                   seed=seed, autocast=autocast))
             count += 1
     return {k: (v / count if k.startswith("loss_") else v) for k, v in sums.items()}
 
 
-def skill(model, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, *, members: int, steps: int,
-          seed: int, autocast: bool) -> dict[str, float]:
-    """Pixel MSE of first estimate, ensemble mean and persistence against ``y`` (B, T_out, H, W)."""
+def skill(model, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, step: torch.Tensor | None, *,
+          members: int, steps: int, seed: int, autocast: bool) -> dict[str, float]:
+    """Pixel MSE of first estimate, ensemble mean and persistence against ``y`` (B, T_out, H, W);
+    ``step`` (B,) minutes between frames, optional (windows of one step are forecast together)."""
     dtype = torch.bfloat16 if autocast else None
-    forecast = model.forecast(x, members=members, steps=steps, seed=seed, autocast_dtype=dtype)
+    first, mean = torch.empty_like(y), torch.empty_like(y)
+    step = torch.zeros(len(x)) if step is None else step
+    for value in step.unique().tolist():
+        rows = step == value
+        minutes = int(value) if model.config.step_minutes and value else None
+        forecast = model.forecast(x[rows], members=members, steps=steps, seed=seed, autocast_dtype=dtype,
+                                  step_minutes=minutes)
+        first[rows], mean[rows] = forecast.first_estimate, forecast.members.mean(dim=1)
     persistence = x[:, -1:].expand_as(y)
     return {
-        "mse_first_estimate": masked_mse(forecast.first_estimate, y, valid),
-        "mse_ensemble_mean": masked_mse(forecast.members.mean(dim=1), y, valid),
+        "mse_first_estimate": masked_mse(first, y, valid),
+        "mse_ensemble_mean": masked_mse(mean, y, valid),
         "mse_persistence": masked_mse(persistence, y, valid),
     }

@@ -1,11 +1,11 @@
-"""Tests for reading radar events and cutting samples (model/radar_sample.py)."""
+"""Tests for reading radar events and cutting samples (radar/read.py)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model.radar_sample import area_mean, cut_window, read_event
+from radar.read import area_mean, cut_window, read_event
 
 xr = pytest.importorskip("xarray")
 

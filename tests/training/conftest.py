@@ -48,3 +48,4 @@ def _write_event(
 def write_event() -> Callable[..., Path]:
     """``write_event(path, values, *, unit, step_minutes, start, times, spacing_m, spacing_deg)``."""
     return _write_event
+

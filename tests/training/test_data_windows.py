@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from model.radar_sample import frame_stride
 from model.transform import PixelTransform
-from training.data import build_datasets
-from training.events import coarsen_values
-from training.windows import tile_origins
+from radar.events import coarsen_values
+from radar.read import frame_stride
+from radar.windows import tile_origins
+from tests.training.helpers import build_windows as build_datasets
 
 TRANSFORM = PixelTransform()
 
@@ -92,9 +92,9 @@ def test_step_not_a_multiple_of_the_native_step_is_refused(tmp_path, write_event
     with pytest.raises(ValueError, match="valid steps are multiples of 2: 2, 4, 6"):
         frame_stride(2, 5, source="mrms.nc")
     path = write_event(tmp_path / "mrms.nc", np.ones((30, 8, 8), dtype=np.float32), step_minutes=2)
-    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match="no usable windows"):
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match=r"serves the steps \[5\] min"):
         build([path], step_minutes=5)
-    assert "not a multiple of the native 2 min step of mrms.nc" in caplog.text
+    assert "mrms.nc: its 2-min step with 30 frames serves none of the steps [5] min" in caplog.text
     train, _ = build([path], step_minutes=4)  # 4 is a multiple of 2: used
     assert len(train) > 0
 
@@ -104,9 +104,9 @@ def test_windows_below_min_coverage_are_skipped(tmp_path, write_event) -> None:
     rain[:, 2:, 8:] = np.nan  # right tile: 25 % coverage
     path = write_event(tmp_path / "edge.nc", rain)
     train, _ = build([path])
-    assert len(train) == 1 and train.windows[0, 3] == 0
+    assert len(train) == 1 and train.windows[0, 4] == 0
     train, _ = build([path], min_coverage=0.2)
-    assert sorted(train.windows[:, 3].tolist()) == [0, 8]
+    assert sorted(train.windows[:, 4].tolist()) == [0, 8]
 
 
 def test_min_rain_fraction_skips_dry_windows(tmp_path, write_event) -> None:
@@ -116,7 +116,7 @@ def test_min_rain_fraction_skips_dry_windows(tmp_path, write_event) -> None:
     train, _ = build([path])
     assert len(train) == 2  # default 0.0 keeps dry windows
     train, _ = build([path], min_rain_fraction=0.5)
-    assert train.windows[:, 3].tolist() == [0]
+    assert train.windows[:, 4].tolist() == [0]
 
 
 def test_windows_never_span_a_gap_in_time(tmp_path, write_event) -> None:

@@ -115,7 +115,7 @@ def test_init_summary_skips_an_init_folder_overwritten_by_the_model_itself(tmp_p
 def test_score_puts_extrapolation_next_to_persistence_on_moving_rain(tmp_path, write_event, tiny_model):
     pytest.importorskip("pysteps")
     from model.transform import PixelTransform
-    from training.data import build_datasets
+    from tests.training.helpers import build_windows as build_datasets
     from training.scorecard import score
 
     rain = np.zeros((7, 64, 64), dtype=np.float32)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from training.data import iso_time
 
-MIN_CELL_COVERAGE = 0.5  # as training.events: a resized pixel needs half its area with data
+MIN_CELL_COVERAGE = 0.5  # as radar.events: a resized pixel needs half its area with data
 
 
 def consecutive_runs(times: np.ndarray, step_minutes: int) -> list[tuple[int, int]]:

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from model.radar_sample import DRY_VALUE
 from model.transform import PixelTransform
+from radar.read import DRY_VALUE
 from training.adapters.common import consecutive_runs, make_item, window_starts
 
 logger = logging.getLogger(__name__)
