@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-ADVECTIONS = ("bulk", "none")
+ADVECTIONS = ("dense", "bulk", "none")
 
 
 def bulk_motion(x: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,20 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from model.advection import ADVECTIONS, bulk_motion, from_moving_frame, to_moving_frame
 from model.config import ENCODINGS
 from model.denoiser import Denoiser
+from model.lagrangian import (
+    dense_motion,
+    displacements,
+    from_lagrangian,
+    laplace_from_uniform,
+    member_displacements,
+    to_lagrangian,
+)
 from model.matching import MATCHINGS, match_cdf
 from model.scheduler import DDIMScheduler
 from model.vae import reparameterise
@@ -43,6 +52,13 @@ def member_noise(shape: Sequence[int], seeds: Sequence[int], members: int,
                      for k in range(members)])
         for s in seeds
     ])
+
+
+def member_uniform(shape: Sequence[int], seeds: Sequence[int], members: int, stream: str) -> torch.Tensor:
+    """(len(seeds), members, *shape) uniform draws in (0, 1), one generator per member and stream."""
+    draws = [[torch.rand(tuple(shape), generator=member_generator(s, k, stream), dtype=torch.float64)
+              for k in range(members)] for s in seeds]
+    return torch.stack([torch.stack(row) for row in draws]).clamp(1e-12, 1 - 1e-12).float()
 
 
 @torch.inference_mode()
@@ -103,7 +119,9 @@ def decode_frames(vae, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
 def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guidance: float = 1.0,
              seed: int | Sequence[int] = 0, encoding: str = "mean",
              autocast_dtype: torch.dtype | None = None, matching: str = "none",
-             advection: str = "none", step_minutes: int | None = None) -> Forecast:
+             advection: str = "none", step_minutes: int | None = None,
+             motion: torch.Tensor | None = None, motion_spread: float = 0.0,
+             cell_km: float | None = None) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -124,7 +142,13 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
         in pysteps STEPS, :func:`model.matching.match_cdf`); the first estimate stays raw.
     advection : "none" forecasts on the ground, as the paper; "bulk" forecasts in a frame that
         moves with the rain's mean motion estimated from ``x`` and moves the result back
-        (:mod:`model.advection`).
+        (:mod:`model.advection`); "dense" forecasts in the frame moving with a motion field
+        and advects every lead back along it (:mod:`model.lagrangian`).
+    motion : (B, 2, H, W) (x, y) cells per step, optional; the motion field of ``advection=
+        "dense"`` (default: pysteps' dense Lucas-Kanade of ``x``).
+    motion_spread : with ``advection="dense"``, scale of the member-wise motion perturbations
+        (STEPS' ``bps``; 1.0: pysteps' sizes, 0: none); needs ``step_minutes`` and ``cell_km``.
+    cell_km : grid spacing in km, for ``motion_spread``.
     step_minutes : minutes between the input frames (and the lead times), one of
         ``model.config.step_minutes`` for a model with a step embedding; None for a model
         without one.
@@ -149,11 +173,20 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
     config.check_step(step_minutes)
+    if motion_spread < 0:
+        raise ValueError(f"motion_spread must be >= 0, got {motion_spread}")
     b = x.shape[0]
     observed = x
     if advection == "bulk":
-        motion = bulk_motion(x)
-        x = to_moving_frame(x, motion)
+        shift = bulk_motion(x)
+        x = to_moving_frame(x, shift)
+    elif advection == "dense":
+        if motion is None:
+            motion = torch.from_numpy(np.stack([dense_motion(frames) for frames in x.float().cpu().numpy()]))
+        if motion.shape != (b, 2, *x.shape[-2:]):
+            raise ValueError(f"motion must be {(b, 2, *x.shape[-2:])}, got {tuple(motion.shape)}")
+        motion = motion.float().to(x.device)
+        x = to_lagrangian(x.float(), motion)
     seeds = [seed] * b if isinstance(seed, int) else list(seed)
     if len(seeds) != b:
         raise ValueError(f"seed must be an int or {b} ints, got {len(seeds)}")
@@ -186,8 +219,17 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
     first = first.float()
     if advection == "bulk":
+        shift = shift.to(out.device)
+        out, first = from_moving_frame(out, shift), from_moving_frame(first, shift)
+    elif advection == "dense":
         motion = motion.to(out.device)
-        out, first = from_moving_frame(out, motion), from_moving_frame(first, motion)
+        eps = None
+        if motion_spread > 0:  # two Laplace draws per member from its own generator
+            eps = laplace_from_uniform(member_uniform((2,), seeds, members, "motion")).to(out.device)
+        moves = member_displacements(motion, config.t_out, eps=eps, step_minutes=step_minutes,
+                                     cell_km=cell_km, spread=motion_spread)
+        out = from_lagrangian(out, moves.expand(b, members, *moves.shape[2:]))
+        first = from_lagrangian(first[:, None], displacements(motion, config.t_out)[:, None])[:, 0]
     if matching == "cdf":
         out = match_cdf(out.flatten(1, 2), observed[:, -1].to(out)).reshape(out.shape)
     return Forecast(members=out, first_estimate=first)

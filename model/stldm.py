@@ -50,13 +50,16 @@ class STLDM(nn.Module):
     def forecast(self, x: torch.Tensor, *, members: int = 10, steps: int = 20,
                  guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
                  autocast_dtype: torch.dtype | None = None, matching: str = "none",
-                 advection: str = "none", step_minutes: int | None = None) -> Forecast:
+                 advection: str = "none", step_minutes: int | None = None,
+                 motion: torch.Tensor | None = None, motion_spread: float = 0.0,
+                 cell_km: float | None = None) -> Forecast:
         """Ensemble nowcast; see :func:`model.sampler.forecast` for the arguments."""
         from model.sampler import forecast
 
         return forecast(self, x, members=members, steps=steps, guidance=guidance, seed=seed,
                         encoding=encoding, autocast_dtype=autocast_dtype, matching=matching,
-                        advection=advection, step_minutes=step_minutes)
+                        advection=advection, step_minutes=step_minutes, motion=motion,
+                        motion_spread=motion_spread, cell_km=cell_km)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
