@@ -14,7 +14,7 @@ import torch
 
 from model.advection import ADVECTIONS
 from model.config import OptionsConfig
-from model.objective import STRATEGIES
+from training.objective import STRATEGIES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVENTS = REPO_ROOT.parent / "shared" / "radar" / "events"
@@ -44,8 +44,9 @@ HELP = {
     "balance": "draw training windows so that every (network, step) has the same share",
     "motion_kmh": "with augment, add a random uniform motion of up to this speed (km/h) to each "
                   "training window, cut along the moving frame (0: off)",
-    "advection": "bulk: train in the frame moving with each window's bulk motion, as "
-                 "forecast(advection='bulk') forecasts; none: on the ground, as the paper",
+    "advection": "dense: train in the frame moving with each window's motion field, as "
+                 "forecast(advection='dense') forecasts; bulk: with its bulk motion; none: on the "
+                 "ground, as the paper",
     "strategy": f"what is trained: {', '.join(STRATEGIES)}",
     "steps": "optimiser steps in total", "batch_size": "windows per step and process",
     "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
@@ -132,6 +133,9 @@ class TrainConfig:
             raise ValueError(f"advection must be one of {ADVECTIONS}, got {self.advection!r}")
         if self.motion_kmh < 0:
             raise ValueError(f"motion_kmh must be >= 0, got {self.motion_kmh}")
+        if self.motion_kmh and self.advection == "dense":
+            raise ValueError("motion_kmh adds a uniform motion to bulk or ground windows; it does not "
+                             "apply to advection='dense'")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

@@ -22,7 +22,7 @@ No data
     NaN (outside radar coverage) is not dry. Windows whose fraction of cells with data is
     below ``min_coverage`` (default 0.5) are skipped. In the remaining ones no-data cells are
     pixel 0 in ``x``/``y`` and False in ``valid``; pass ``valid`` to
-    ``model.objective.stldm_loss`` so that the reconstruction terms ignore them.
+    ``training.objective.stldm_loss`` so that the reconstruction terms ignore them.
 
 Dry windows
     ``min_rain_fraction`` (default 0.0: keep all) skips windows in which less than that
@@ -54,8 +54,10 @@ import torch
 from torch.utils.data import Dataset
 
 from model.advection import ADVECTIONS, bulk_motion, frame_offsets
+from model.lagrangian import displacements, input_displacements, warp
 from radar.events import EventPixels, load_event, read_header
 from radar.split import SPLITS, SplitRule, WindowShape, split_windows
+from training.motion import CACHE_DIR, MotionFields
 
 logger = logging.getLogger(__name__)
 
@@ -157,10 +159,18 @@ class RadarWindows(Dataset):
         frame ``k`` is cut ``v * (k - t_in + 1)`` cells away, rounded to whole cells, so the last
         input frame stays on the tile). Cells cut off the grid have no data. 0: off.
     advection : str
-        "bulk": every item (training and validation) is cut along a frame that moves with the
-        bulk motion of its own input frames (:func:`model.advection.bulk_motion`), the frame in
-        which the model forecasts under ``forecast(advection="bulk")``; "none": on the ground.
+        "dense": every item is cut into the frame moving with the motion field of its own input
+        frames (:mod:`model.lagrangian`, fields from ``motion``): inputs advected forward to the
+        last input's time, leads advected back along the field, from the event's grid around the
+        tile (cells whose trajectories leave the event's grid have no data); the frame in which
+        the model forecasts under ``forecast(advection="dense")``. "bulk": cut along a frame that
+        moves with the bulk motion of its own input frames (:func:`model.advection.bulk_motion`);
+        "none": on the ground.
+    motion : MotionFields, optional
+        The motion fields of the windows' inputs; needed by ``advection="dense"``.
     """
+
+    margin = 48  # cells of the event's grid around a tile that dense trajectories may reach
 
     def __init__(
         self,
@@ -173,10 +183,14 @@ class RadarWindows(Dataset):
         augment: bool = False,
         motion_kmh: float = 0.0,
         advection: str = "none",
+        motion: MotionFields | None = None,
     ) -> None:
         windows = np.asarray(windows, dtype=np.int64).reshape(-1, 6)
         if advection not in ADVECTIONS:
             raise ValueError(f"advection must be one of {ADVECTIONS}, got {advection!r}")
+        if advection == "dense" and motion is None:
+            raise ValueError("advection='dense' needs the windows' motion fields (motion=MotionFields(...))")
+        self.motion = motion
         self.advection = advection
         if motion_kmh < 0:
             raise ValueError(f"motion_kmh must be >= 0, got {motion_kmh}")
@@ -220,6 +234,27 @@ class RadarWindows(Dataset):
         counts = Counter(keys)
         return np.array([1.0 / counts[k] for k in keys])
 
+    def lagrangian(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n_frames, size, size) pixels and validity of window ``i`` in the frame moving with the
+        motion field of its inputs (:mod:`model.lagrangian`), cut from the event's grid around it."""
+        event, index = self.frame_index(i)
+        start, y0, x0, stride = (int(self.windows[i, k]) for k in (1, 3, 4, 5))
+        ev, m = self.events[event], self.margin
+        height, width = ev.pixels.shape[1:]
+        rows = slice(max(y0 - m, 0), min(y0 + self.size + m, height))
+        cols = slice(max(x0 - m, 0), min(x0 + self.size + m, width))
+        pixels = torch.from_numpy(ev.pixels[index][:, rows, cols])
+        valid = torch.from_numpy(ev.valid[index][:, rows, cols]).float()
+        velocity = torch.from_numpy(self.motion.crop(event, stride, start, rows, cols))[None]  # type: ignore[union-attr]
+        moves = torch.cat((input_displacements(velocity, self.t_in)[0],
+                           displacements(-velocity, len(index) - self.t_in)[0]))
+        moved = warp(torch.stack((pixels, valid), dim=1), moves)  # both fields, one interpolation
+        inside = moved[:, 1] >= 0.999  # every cell the interpolation touches has data
+        frames = torch.where(inside, moved[:, 0], 0.0)
+        cut = (slice(None), slice(y0 - rows.start, y0 - rows.start + self.size),
+               slice(x0 - cols.start, x0 - cols.start + self.size))
+        return frames[cut].contiguous(), inside[cut].contiguous()
+
     def random_velocity(self, event: int, step_minutes: int) -> np.ndarray:
         """(2,) cells per step drawn uniformly from the disc of ``motion_kmh`` (torch's global RNG)."""
         angle, radius = torch.rand(2).tolist()
@@ -233,8 +268,11 @@ class RadarWindows(Dataset):
         ev = self.events[event]
         step = self.step_minutes(i)
         box = (index, slice(y0, y0 + self.size), slice(x0, x0 + self.size))
-        frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
-        valid = torch.from_numpy(ev.valid[box])
+        if self.advection == "dense":
+            frames, valid = self.lagrangian(i)
+        else:
+            frames = torch.from_numpy(ev.pixels[box])  # fancy index: a copy, safe to hand out
+            valid = torch.from_numpy(ev.valid[box])
         velocity = torch.zeros(2, dtype=torch.float64)
         if self.advection == "bulk":
             velocity += bulk_motion(frames[None, :self.t_in])[0].double()
@@ -307,6 +345,7 @@ def build_splits(
     motion_kmh: float = 0.0,
     advection: str = "none",
     which: Sequence[str] = ("train", "val"),
+    motion_cache: Path | None = CACHE_DIR,
 ) -> dict[str, RadarWindows]:
     """The windows of radar event files, split (rules in the module docstring and :mod:`radar.split`).
 
@@ -337,9 +376,12 @@ def build_splits(
     motion_kmh : float
         Largest random velocity added to training items (:class:`RadarWindows`); 0: off.
     advection : str
-        "bulk": items in the frame moving with their rain (:class:`RadarWindows`); "none".
+        "dense" or "bulk": items in the frame moving with their rain (:class:`RadarWindows`);
+        "none": on the ground.
     which : sequence of str
         The splits to return, among "train", "val", "test".
+    motion_cache : Path, optional
+        Folder of the motion fields of ``advection="dense"`` (:mod:`training.motion`).
 
     Returns
     -------
@@ -362,12 +404,16 @@ def build_splits(
                          f"with {t_in + min_leads} frames (see warnings)")
     rain_pixel = float(transform.to_pixel(np.float32(transform.rain_min), "mm/h"))
     rows, labels = split_windows(events, strides, shape, rule, rain_pixel)
+    wanted = np.isin(labels, [SPLITS[name] for name in which])
+    motion = (MotionFields(events, rows[wanted], t_in=t_in, cache_dir=motion_cache)
+              if advection == "dense" else None)
     out = {}
     for name in which:
         chosen = rows[labels == SPLITS[name]]
         out[name] = RadarWindows(events, chosen, t_in=t_in, t_out=t_out, size=size,
                                  augment=augment and name == "train",
-                                 motion_kmh=motion_kmh if name == "train" else 0.0, advection=advection)
+                                 motion_kmh=motion_kmh if name == "train" else 0.0, advection=advection,
+                                 motion=motion)
         logger.info("%s: %d windows %s %s", name, len(chosen), out[name].counts(), out[name].step_counts())
         if len(chosen) == 0:
             logger.warning("no %s windows in %s", name, [e.source for e in events])

@@ -31,13 +31,13 @@ from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint
 from model.config import STLDMConfig
-from model.objective import apply_strategy, stldm_loss
 from model.stldm import STLDM
 from radar.split import SplitRule
 from training.config import SYNTHETIC_WINDOWS, TrainConfig, config_from_args, parse_options
 from training.distributed import agree, gather_rng, setup, teardown
 from training.ema import EMA
 from training.logging_utils import JsonlLog, hardware_summary, rounded
+from training.objective import apply_strategy, stldm_loss
 from training.schedule import lr_at, param_groups
 from training.state import (
     ResumableSampler,
@@ -179,7 +179,8 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
             final = ema.module if ema is not None else model
             metrics = rounded(validate(
                 final, DataLoader(val_ds, batch_size=config.batch_size, num_workers=config.num_workers,
-                                  shuffle=True, generator=torch.Generator().manual_seed(config.seed)),
+                                  shuffle=len(val_ds) > 0,  # a fixed, seeded subset every time
+                                  generator=torch.Generator().manual_seed(config.seed)),
                 strategy=config.strategy, max_batches=config.val_batches, members=config.val_members,
                 steps=config.val_steps, seed=config.seed, device=device, autocast=autocast))
             model.train()

@@ -128,3 +128,27 @@ def test_bulk_advection_cuts_windows_along_the_rain_so_it_stands_still(tmp_path,
     assert still["valid"].all()  # cut from the event's wider grid, not padded
     with pytest.raises(ValueError, match="advection must be one of"):
         build_datasets([path], advection="optical_flow", **options)
+
+
+def test_dense_advection_cuts_windows_into_the_frame_moving_with_the_motion_field(tmp_path, write_event):
+    rng = np.random.default_rng(4)
+    texture = (rng.uniform(size=(48, 48)) > 0.8).astype(np.float32)
+    import scipy.ndimage as ndi
+
+    texture = ndi.gaussian_filter(texture, 1.5) * 40.0  # rain cells, tens of mm/h
+    rain = np.stack([np.roll(texture, (t, -t), axis=(0, 1)) for t in range(7)])  # (1, -1) cells per step
+    path = write_event(tmp_path / "moving.nc", rain)
+    options = {"t_in": 3, "t_out": 4, "step_minutes": 5, "size": 16, "cell_km": 1.0,
+               "transform": PixelTransform(), "val_fraction": 0.0, "augment": False, "motion_cache": None}
+    ground, _ = build_datasets([path], **options)
+    moving, _ = build_datasets([path], advection="dense", **options)
+    assert np.array_equal(ground.windows, moving.windows)
+    centre = next(i for i in range(len(moving)) if tuple(moving.windows[i, 3:5]) == (16, 16))
+    item, still = ground[centre], moving[centre]
+    torch.testing.assert_close(still["x"][-1], item["x"][-1])  # the last input frame is the anchor
+    inside = still["valid"]
+    frames = torch.cat([still["x"], still["y"]])
+    for frame, ok in zip(frames, inside, strict=True):  # the rain stands where the last input has it
+        assert ok.float().mean() > 0.5
+        torch.testing.assert_close(frame[ok], item["x"][-1][ok], atol=0.08, rtol=0.0)
+    assert not torch.allclose(item["y"][-1], item["x"][-1], atol=0.08)  # on the ground it moved
