@@ -72,7 +72,7 @@ def cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from model.bench import DEFAULT_EVENT, run_bench
+    from verification.bench import DEFAULT_EVENT, run_bench
 
     for line in run_bench(presets=args.presets, members=args.members, repeats=args.repeats,
                           event=args.event or DEFAULT_EVENT, with_pysteps=not args.no_pysteps):
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_bench_service_parser(sub)
 
-    from model.evaluate import add_evaluate_parser  # verification against pysteps
+    from verification.evaluate import add_evaluate_parser  # verification against pysteps
 
     add_evaluate_parser(sub)
     return parser

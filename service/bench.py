@@ -105,7 +105,7 @@ def start_stack(tmp: Path, *, workers: int) -> tuple[str, list[tuple[str, subpro
     env.pop("NOWCAST_REDIS__URL", None)
     log_path = tmp / "serve.log"
     with log_path.open("wb") as log_file:  # the child keeps its own descriptor
-        serve = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port),
+        serve = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port),
                                   "--data-dir", str(tmp / "redis"), "--workers", str(workers)],
                                  env=env, start_new_session=True, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

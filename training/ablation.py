@@ -36,8 +36,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.evaluate_report import report_leads
 from training.config import DEFAULT_EVENTS, REPO_ROOT, parse_options
+from verification.report import report_leads
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def run_subprocess(argv: list[str], log_path: Path, threads: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as out:
-        code = subprocess.run([sys.executable, "-m", "model.cli", *argv], stdout=out,
+        code = subprocess.run([sys.executable, "-m", "cli.main", *argv], stdout=out,
                               stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, check=False).returncode
     if code:
         tail = log_path.read_text().splitlines()[-15:]

@@ -89,7 +89,7 @@ def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0
     transform, t_out = model.config.transform, model.config.t_out
     names = ("ensemble", "first_estimate", "persistence") + (("extrapolation",) if extrapolation else ())
     if extrapolation:
-        from model.pysteps_baseline import extrapolation_nowcast
+        from verification.baselines import extrapolation_nowcast
     counts = {n: Counts(t_out) for n in names}
     crps = {n: np.zeros(t_out) for n in names}
     for i in range(len(windows)):

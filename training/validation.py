@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
-from model.objective import stldm_loss
+from training.objective import stldm_loss
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> float:

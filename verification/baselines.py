@@ -15,6 +15,8 @@ from types import ModuleType
 
 import numpy as np
 
+from model.lagrangian import import_pysteps
+
 logger = logging.getLogger(__name__)
 
 RAIN_THRESHOLD_MMH = 0.1  # below this a cell is dry
@@ -22,12 +24,7 @@ ZERO_VALUE_DB = -15.0  # dB value given to dry and no-data cells
 
 
 def _import_pysteps() -> ModuleType:
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pysteps prints its config path
-            import pysteps
-    except ImportError as err:
-        raise ImportError("pysteps is needed: pip install 'nowcast[eval]'") from err
-    return pysteps
+    return import_pysteps()
 
 
 def _check_frames(frames_mmh: np.ndarray, min_frames: int) -> np.ndarray:

@@ -101,7 +101,7 @@ def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtyp
 def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int,
                   repeats: int) -> float | None:
     """Median seconds of a pysteps STEPS ensemble on the same input; None without pysteps."""
-    from model.pysteps_baseline import steps_nowcast
+    from verification.baselines import steps_nowcast
 
     def run() -> None:
         steps_nowcast(frames_mmh, n_members=members, n_leadtimes=t_out, timestep_minutes=step,

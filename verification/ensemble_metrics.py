@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.metrics import Threshold, check_shapes
+from verification.metrics import Threshold, check_shapes
 
 
 def fair_crps(members: np.ndarray, truth: np.ndarray) -> np.ndarray:

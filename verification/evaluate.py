@@ -58,14 +58,14 @@ from pathlib import Path
 import numpy as np
 
 from model.advection import ADVECTIONS
-from model.ensemble_metrics import (
+from model.transform import PixelTransform
+from verification.ensemble_metrics import (
     CRPSAccumulator,
     ProbabilityAccumulator,
     RankHistogram,
     SpreadSkillAccumulator,
 )
-from model.evaluate_report import REPORT_THRESHOLDS_MMH, markdown_report
-from model.metrics import (
+from verification.metrics import (
     PAPER_THRESHOLDS_255,
     ContingencyAccumulator,
     ErrorAccumulator,
@@ -74,7 +74,7 @@ from model.metrics import (
     Threshold,
     threshold_to_mmh,
 )
-from model.transform import PixelTransform
+from verification.report import REPORT_THRESHOLDS_MMH, markdown_report
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
     from tqdm import tqdm
 
     from model.checkpoint import load_checkpoint, read_manifest
-    from model.pysteps_baseline import extrapolation_nowcast, steps_nowcast
+    from verification.baselines import extrapolation_nowcast, steps_nowcast
 
     methods = parse_methods(opts.methods)
     if opts.members < 2:
@@ -406,7 +406,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
     (opts.out / "scores.json").write_text(json.dumps(result, indent=1) + "\n")
     plots = []
     if opts.plots:
-        from model.evaluate_plots import write_plots
+        from verification.plots import write_plots
 
         plots = write_plots(result, case, opts.out)
     # the report formats the timing as numbers: a method not run reads "nan" there

@@ -221,7 +221,7 @@ def test_read_state_dict_refuses_a_missing_file(tmp_path):
 
 
 def test_cli_import_official_writes_a_loadable_checkpoint(official_state_dict, tmp_path):
-    from model.cli import main
+    from cli.main import main
 
     source = tmp_path / "stldm_hko.pt"
     torch.save({"state_dict": official_state_dict}, source)
@@ -238,7 +238,7 @@ def test_cli_import_official_writes_a_loadable_checkpoint(official_state_dict, t
 
 
 def test_cli_import_official_reports_a_bad_file_without_writing(tmp_path):
-    from model.cli import main
+    from cli.main import main
 
     source = tmp_path / "evil.pt"
     torch.save({"obj": Plain()}, source)

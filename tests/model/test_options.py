@@ -13,10 +13,10 @@ from torch.utils.data import Dataset
 from model.blocks import TemporalAttention
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import OptionsConfig, STLDMConfig
-from model.objective import stldm_loss
 from model.spacetime import temporal_shift
 from model.stldm import STLDM
 from training.config import TrainConfig, config_from_args, parse_options
+from training.objective import stldm_loss
 from training.state import load_partial
 from training.train import train
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import redis as redis_lib
 
-from model.cli import build_parser
+from cli.main import build_parser
 from service import cli, serve
 
 EVENT = Path(__file__).resolve().parents[2].parent / "shared" / "radar" / "events" / "fmi_20160928.nc"

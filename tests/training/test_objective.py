@@ -1,4 +1,4 @@
-"""The end-to-end objective and the training strategies (model/objective.py, STLDM.md 5)."""
+"""The end-to-end objective and the training strategies (training/objective.py, STLDM.md 5)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from model.objective import STRATEGIES, apply_strategy, stldm_loss
 from model.stldm import STLDM
+from training.objective import STRATEGIES, apply_strategy, stldm_loss
 
 
 def moving_blob_batch(config) -> tuple[torch.Tensor, torch.Tensor]:

@@ -188,7 +188,7 @@ def test_command_line_flags_map_one_to_one_onto_the_config():
 
 
 def test_invalid_settings_raise_value_errors_naming_the_choices(capsys):
-    from model.cli import main
+    from cli.main import main
 
     with pytest.raises(ValueError, match="end_to_end"):
         TrainConfig(strategy="everything")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.ensemble_metrics import (
+from verification.ensemble_metrics import (
     CRPSAccumulator,
     ProbabilityAccumulator,
     RankHistogram,
     SpreadSkillAccumulator,
     fair_crps,
 )
-from model.metrics import Threshold
+from verification.metrics import Threshold
 
 ONE = Threshold("1 mm/h", 1.0)
 

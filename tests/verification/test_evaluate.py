@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.evaluate import EvaluateOptions, evaluate, perceptual_status, resample_linear, training_files
+from verification.evaluate import (
+    EvaluateOptions,
+    evaluate,
+    perceptual_status,
+    resample_linear,
+    training_files,
+)
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
 
@@ -80,7 +86,7 @@ def test_refuses_events_the_checkpoint_was_trained_on(tmp_path):
 @pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="needs checkpoints/default")
 def test_evaluate_smoke_on_a_tiny_event(tmp_path):
     pytest.importorskip("pysteps")
-    from model.cli import main
+    from cli.main import main
 
     event = write_event(tmp_path / "tiny.nc")
     out = tmp_path / "out"
@@ -111,7 +117,7 @@ def test_evaluate_smoke_on_a_tiny_event(tmp_path):
 
 
 def test_parse_methods_keeps_the_canonical_order_and_names_the_choices():
-    from model.evaluate import METHODS, parse_methods
+    from verification.evaluate import METHODS, parse_methods
 
     assert parse_methods("persistence, stldm") == ("stldm", "persistence")
     assert parse_methods(METHODS) == METHODS
@@ -123,7 +129,7 @@ def test_parse_methods_keeps_the_canonical_order_and_names_the_choices():
 
 @pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="needs checkpoints/default")
 def test_evaluate_methods_runs_and_scores_only_the_chosen_methods(tmp_path):
-    from model.cli import main
+    from cli.main import main
 
     event = write_event(tmp_path / "tiny.nc")
     out = tmp_path / "out"

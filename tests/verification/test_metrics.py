@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.metrics import (
+from model.transform import PixelTransform
+from verification.metrics import (
     ContingencyAccumulator,
     ErrorAccumulator,
     FSSAccumulator,
@@ -15,7 +16,6 @@ from model.metrics import (
     ssim_map,
     threshold_to_mmh,
 )
-from model.transform import PixelTransform
 
 ONE = Threshold("1 mm/h", 1.0)
 

@@ -1,0 +1,1 @@
+"""The ``nowcast`` command line, above every other package (forecast, train, evaluate, serve, bench)."""
