@@ -12,45 +12,59 @@ log = logging.getLogger("nowcast")
 DEFAULT_CHECKPOINT = Path("checkpoints/default")
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
-    import numpy as np
+def load_nowcaster(checkpoint: Path | None, preset: str):
+    """The :class:`~model.nowcast.Nowcaster` of ``checkpoint`` (default checkpoints/default), or
+    of an untrained ``preset`` model when there is no checkpoint (with a warning)."""
     import torch
 
-    from model.checkpoint import load_checkpoint
     from model.config import STLDMConfig
-    from model.products import ensemble_dataset
+    from model.nowcast import Nowcaster
+    from model.options import NowcastDefaults
     from model.stldm import STLDM
-    from radar.read import cut_window, read_event
 
-    if args.checkpoint is not None or DEFAULT_CHECKPOINT.is_dir():
-        model = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)
-        version = model.model_version
-    else:
-        log.warning("no checkpoint given and %s does not exist: using an UNTRAINED %r model; "
-                    "its output shows the pipeline, not a forecast", DEFAULT_CHECKPOINT, args.preset)
-        torch.manual_seed(0)
-        model = STLDM(STLDMConfig.preset_named(args.preset)).eval()
-        version = f"untrained-{args.preset}"
-    config = model.config
-    seq = cut_window(read_event(args.input), start=args.start, n_frames=config.t_in,
-                     size=config.size, coarsen=args.coarsen)
-    pixels = config.transform.to_pixel(np.nan_to_num(seq.values, nan=0.0), "mm/h")
-    result = model.forecast(torch.from_numpy(pixels)[None], members=args.members,
-                            steps=args.steps, guidance=args.guidance, seed=args.seed,
-                            matching=args.matching, advection=args.advection)
-    members = config.transform.from_pixel(result.members[0].numpy(), "mm/h")
-    ds = ensemble_dataset(members, timestep_minutes=seq.timestep_minutes,
-                          reference_time=seq.times[-1], model_version=version)
+    if checkpoint is not None or DEFAULT_CHECKPOINT.is_dir():
+        return Nowcaster.from_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+    log.warning("no checkpoint given and %s does not exist: using an UNTRAINED %r model; "
+                "its output shows the pipeline, not a forecast", DEFAULT_CHECKPOINT, preset)
+    torch.manual_seed(0)
+    model = STLDM(STLDMConfig.preset_named(preset)).eval()
+    defaults = NowcastDefaults(step_minutes=model.config.step_minutes or (5,), cell_km=None)
+    return Nowcaster(model, defaults, model_version=f"untrained-{preset}")
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from model.grid import Grid
+    from model.products import ensemble_dataset
+    from radar.read import cut_window, read_event, serving_step
+
+    nowcaster = load_nowcaster(args.checkpoint, args.preset)
+    config = nowcaster.config
+    seq = read_event(args.input)
+    step = serving_step(seq.timestep_minutes, nowcaster.defaults.step_minutes, source=seq.source)
+    seq = cut_window(seq, start=args.start, n_frames=config.t_in, size=config.size, coarsen=args.coarsen,
+                     step_minutes=step)
+    times = [np.datetime64(t, "s").astype(object) for t in seq.times]
+    spacing = seq.grid_spacing / 1000 if seq.grid_spacing_unit == "m" else None
+    grid = Grid(shape=seq.values.shape[1:], cell_km=spacing, y=seq.y, x=seq.x)
+    nowcast = nowcaster.nowcast(seq.values, unit=seq.unit, timestamps=times, grid=grid, members=args.members,
+                                steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                matching=args.matching, advection=args.advection)
+    ds = ensemble_dataset(nowcast.members, timestep_minutes=nowcast.step_minutes,
+                          reference_time=seq.times[-1], thresholds=nowcast.options.thresholds,
+                          model_version=nowcast.model_version)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     ds.to_netcdf(args.output, encoding={v: {"zlib": True} for v in ds.data_vars})
-    prob = ds["probability_of_lwe_precipitation_rate_above_threshold"].sel(threshold=1.0)
-    print(f"{seq.source}: {config.t_in} frames up to {seq.times[-1]}, model {version}")
+    prob = nowcast.probability[list(nowcast.thresholds).index(1.0)] if 1.0 in nowcast.thresholds else None
+    print(f"{seq.source}: {config.t_in} frames up to {seq.times[-1]} at {step} min, model "
+          f"{nowcast.model_version} ({nowcast.options.advection} frame, matching {nowcast.options.matching})")
     print(f"{'lead':>6s} {'mean mm/h':>10s} {'max mean':>9s} {'area P(>=1mm/h)>0.5':>20s}")
-    for i in range(0, config.t_out, max(1, config.t_out // 5)):
-        lead = int(ds.forecast_period[i]) // 60
-        mean = ds["precipitation_rate_mean"][i]
-        print(f"{lead:4d} m {float(mean.mean()):10.3f} {float(mean.max()):9.2f} "
-              f"{float((prob[i] > 0.5).mean()):20.1%}")
+    for i in range(0, len(nowcast.lead_minutes), max(1, len(nowcast.lead_minutes) // 5)):
+        mean = nowcast.mean[i]
+        area = "" if prob is None else f"{float(np.nanmean(prob[i] > 0.5)):20.1%}"
+        print(f"{int(nowcast.lead_minutes[i]):4d} m {float(np.nanmean(mean)):10.3f} "
+              f"{float(np.nanmax(mean)):9.2f} {area}")
     print(f"wrote {args.output}")
     return 0
 
@@ -98,15 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="small", help="untrained preset when there is no checkpoint")
     p.add_argument("--start", type=int, default=0, help="index of the first input frame")
     p.add_argument("--coarsen", type=int, default=4, help="area-mean this many cells per side")
-    p.add_argument("--members", type=int, default=10)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--members", type=int, default=None, help="ensemble size (default: the checkpoint's)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
+    p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--matching", choices=("cdf", "none"), default="cdf",
-                   help="probability-match members to the last frame (cdf) or keep them raw")
-    p.add_argument("--advection", choices=("bulk", "none"), default="bulk",
-                   help="forecast in a frame moving with the rain (bulk, model/advection.py) or on "
-                   "the ground (none, as the paper)")
+    p.add_argument("--matching", choices=("cdf", "none"), default=None,
+                   help="probability-match members to the last frame (cdf) or keep them raw "
+                   "(default: the checkpoint's)")
+    p.add_argument("--advection", choices=("dense", "bulk", "none"), default=None,
+                   help="forecast in the frame moving with the rain's motion field (dense, "
+                   "model/lagrangian.py), with one velocity (bulk) or on the ground (none, as the paper); "
+                   "default: the checkpoint's")
     p.add_argument("--output", type=Path, default=Path("out/nowcast.nc"))
     p.set_defaults(func=cmd_forecast)
 

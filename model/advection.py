@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-ADVECTIONS = ("dense", "bulk", "none")
+from model.options import ADVECTIONS  # noqa: F401  (re-exported: the choices live with the options)
 
 
 def bulk_motion(x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-MATCHINGS = ("none", "cdf")
+from model.options import MATCHINGS  # noqa: F401  (re-exported: the choices live with the options)
 
 
 def match_cdf(fields: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

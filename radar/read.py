@@ -131,6 +131,17 @@ def frame_stride(native_minutes: int, step_minutes: int, *, source: str = "") ->
     return step_minutes // native_minutes
 
 
+def serving_step(native_minutes: int, served: tuple[int, ...] | list[int], *, source: str = "") -> int:
+    """The step a file is nowcast at: its native step when the model serves it, else the
+    smallest served step that is a multiple of it; ``ValueError`` naming the served steps."""
+    usable = [s for s in sorted(served) if s % native_minutes == 0]
+    if not usable:
+        where = f" of {source}" if source else ""
+        raise ValueError(f"the model serves steps of {list(served)} min, none a multiple of the native "
+                         f"{native_minutes}-min step{where}")
+    return usable[0]
+
+
 def area_mean(values: np.ndarray, coarsen: int) -> np.ndarray:
     """(T, H, W) -> (T, H // coarsen, W // coarsen) mean of the finite cells of each block.
 

@@ -1,4 +1,4 @@
-"""Fit request frames to the model's grid and back, and compute the ensemble products.
+"""Fit request frames to the model's grid and back.
 
 Grid rule (:func:`to_model_grid`): the networks need sides that are multiples of
 ``size_multiple``. Frames are padded at the bottom and on the right up to the next multiple
@@ -11,12 +11,9 @@ the *last* input frame to NaN: the model saw dry there, so its forecast is not a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from model.products import PERCENTILES, exceedance_probability
 
 
 @dataclass(frozen=True)
@@ -80,40 +77,3 @@ def from_model_grid(fields: np.ndarray, undo: GridUndo) -> np.ndarray:
     if undo.nodata is not None:
         out[..., undo.nodata] = np.nan
     return out
-
-
-def ensemble_products(members: np.ndarray, thresholds: Sequence[float]) -> dict[str, np.ndarray]:
-    """Ensemble mean, percentiles and exceedance probabilities of rain-rate members.
-
-    Parameters
-    ----------
-    members : (K, T, H, W) rain rate in mm/h; NaN cells give NaN products.
-    thresholds : mm/h thresholds of P(R >= threshold) (pysteps ``excprob`` semantics).
-
-    Returns
-    -------
-    ``mean`` (T, H, W) mm/h; ``percentiles`` (len(PERCENTILES), T, H, W) mm/h for
-    :data:`model.products.PERCENTILES`; ``probability`` (len(thresholds), T, H, W) in [0, 1];
-    ``thresholds`` (len(thresholds),) mm/h. All float32.
-    """
-    members = np.asarray(members, dtype=np.float32)
-    if members.ndim != 4:
-        raise ValueError(f"members must be (K, T, H, W), got shape {members.shape}")
-    if len(thresholds) == 0:
-        raise ValueError("thresholds must hold at least one rain rate in mm/h")
-    nodata = np.isnan(members).any(axis=0)
-    probability = exceedance_probability(members, thresholds)
-    probability[:, nodata] = np.nan
-    return {
-        "mean": members.mean(axis=0).astype(np.float32),
-        "percentiles": np.percentile(members, PERCENTILES, axis=0).astype(np.float32),
-        "probability": probability,
-        "thresholds": np.asarray(thresholds, dtype=np.float32),
-    }
-
-
-def to_rain_rate(members: np.ndarray, transform) -> np.ndarray:
-    """(...) model pixels in [0, 1] -> (...) rain rate in mm/h through the checkpoint's
-    :class:`model.transform.PixelTransform`; pixels are clipped to [0, 1] first (decoder
-    overshoot is not rain)."""
-    return transform.from_pixel(np.clip(members, 0.0, 1.0), "mm/h")
