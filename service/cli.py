@@ -43,18 +43,18 @@ def cut_input(path: Path, model: dict[str, Any], *, coarsen: int) -> dict[str, A
     import numpy as np
     import xarray as xr
 
-    from radar.read import cut_window, frame_stride, read_event
+    from radar.read import cut_window, frame_stride, read_event, serving_step
 
     with xr.open_dataset(path, engine="netcdf4") as ds:
         quantity = "reflectivity" if "reflectivity" in ds.data_vars else "rain_rate"
     seq = read_event(path, quantity=quantity)
-    stride = frame_stride(seq.timestep_minutes, model["timestep_minutes"], source=seq.source)
+    step = serving_step(seq.timestep_minutes, model["step_minutes"], source=seq.source)
+    stride = frame_stride(seq.timestep_minutes, step, source=seq.source)
     start = seq.values.shape[0] - 1 - stride * (model["t_in"] - 1)
     if start < 0:
-        raise ValueError(f"{seq.source} has too few frames for {model['t_in']} inputs at "
-                         f"{model['timestep_minutes']} min")
+        raise ValueError(f"{seq.source} has too few frames for {model['t_in']} inputs at {step} min")
     window = cut_window(seq, start=start, n_frames=model["t_in"], size=model["size"], coarsen=coarsen,
-                        step_minutes=model["timestep_minutes"])
+                        step_minutes=step)
     values = np.ascontiguousarray(window.values, dtype="<f4")
     spacing = window.grid_spacing / 1000 if window.grid_spacing_unit == "m" else None
     return {

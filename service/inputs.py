@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from model.config import STLDMConfig
+from model.options import NowcastDefaults, step_of, utc
 from model.transform import UNITS, PixelTransform
 
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
-DEFAULT_TIMESTEP_MINUTES = 5
 # Preferred first: the model's pixels are linear in dBZ, so reflectivity needs no Z-R relation.
 UPLOAD_VARIABLES = (
     ("standard_name", "equivalent_reflectivity_factor", "dBZ"),
@@ -47,31 +47,27 @@ class ModelInfo:
     model_version: str
     t_in: int
     t_out: int
-    timestep_minutes: int
     size: int  # the frame side the model was trained on
     size_multiple: int
     transform: PixelTransform
+    defaults: NowcastDefaults  # the steps it serves, its cell size and its default options
+
+    @property
+    def step_minutes(self) -> tuple[int, ...]:
+        return self.defaults.step_minutes
 
 
 def read_model_info(checkpoint: str | Path) -> ModelInfo:
-    """Read ``config.json`` and ``manifest.json`` of the checkpoint folder ``checkpoint``.
-
-    The timestep is the manifest's ``timestep_minutes`` or its training ``step_minutes``;
-    checkpoints that record neither are assumed to be 5-minute models (with a warning).
-    """
+    """Read ``config.json`` and ``manifest.json`` of the checkpoint folder ``checkpoint``
+    (its defaults as :meth:`model.options.NowcastDefaults.from_manifest` reads them)."""
     from model.checkpoint import CONFIG_FILE, read_manifest
 
     path = Path(checkpoint)
     manifest = read_manifest(path)
     config = STLDMConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-    step = manifest.get("timestep_minutes") or (
-        manifest.get("training", {}).get("config", {}).get("step_minutes"))
-    if not step:
-        log.warning("%s records no timestep; assuming %d min", path, DEFAULT_TIMESTEP_MINUTES)
-        step = DEFAULT_TIMESTEP_MINUTES
     return ModelInfo(model_version=manifest["model_version"], t_in=config.t_in, t_out=config.t_out,
-                     timestep_minutes=int(step), size=config.size, size_multiple=config.size_multiple,
-                     transform=config.transform)
+                     size=config.size, size_multiple=config.size_multiple, transform=config.transform,
+                     defaults=NowcastDefaults.from_manifest(manifest, config))
 
 
 def frames_from_lists(frames: list) -> np.ndarray:
@@ -83,22 +79,18 @@ def frames_from_lists(frames: list) -> np.ndarray:
     return values
 
 
-def utc(time: dt.datetime) -> dt.datetime:
-    """Aware UTC datetime; naive times are taken as UTC."""
-    return time.replace(tzinfo=dt.timezone.utc) if time.tzinfo is None else time.astimezone(dt.timezone.utc)
-
-
 def check_frames(values: np.ndarray, timestamps: Sequence[dt.datetime], *, info: ModelInfo,
-                 max_side: int) -> list[dt.datetime]:
-    """Validate (T, H, W) radar frames and their times against the model; return UTC times.
+                 max_side: int) -> tuple[list[dt.datetime], int]:
+    """Validate (T, H, W) radar frames and their times against the model; return UTC times and
+    their step in minutes.
 
     Raises
     ------
     InputError
         Not 3-D, a frame count other than ``info.t_in``, sides outside ``[16, max_side]``,
-        infinite values, no finite value at all, or timestamps that are not
-        ``info.timestep_minutes`` apart. Sides need not be multiples of the model's
-        ``size_multiple``: the worker pads (``service.postprocess.to_model_grid``).
+        infinite values, no finite value at all, or timestamps that are not one of the steps the
+        model serves apart. Sides need not be multiples of the model's ``size_multiple``: the
+        worker pads (``model.padding.to_model_grid``).
     """
     if values.ndim != 3:
         raise InputError(f"frames must be 3-D (T, H, W), got shape {list(values.shape)}")
@@ -116,15 +108,11 @@ def check_frames(values: np.ndarray, timestamps: Sequence[dt.datetime], *, info:
     if len(timestamps) != t:
         raise InputError(f"timestamps must give one time per frame: {t} frames, {len(timestamps)} timestamps")
     times = [utc(x) for x in timestamps]
-    step = dt.timedelta(minutes=info.timestep_minutes)
-    steps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
-    if any(s != step for s in steps):
-        got = sorted({s.total_seconds() / 60 for s in steps})
-        raise InputError(
-            f"timestamps must increase by the model's timestep of {info.timestep_minutes} min; "
-            f"got steps of {got} min"
-        )
-    return times
+    try:
+        step = step_of(times, info.step_minutes)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    return times, step
 
 
 def to_pixels(values: np.ndarray, unit: str, transform: PixelTransform) -> np.ndarray:

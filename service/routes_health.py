@@ -62,9 +62,10 @@ async def readyz(redis: RedisDep, settings: SettingsDep) -> JSONResponse:
 async def model_info(info: ModelInfoDep, settings: SettingsDep) -> dict:
     """The served model: what a request must look like (clients cut their input to this)."""
     return {"model_version": info.model_version, "t_in": info.t_in, "t_out": info.t_out,
-            "timestep_minutes": info.timestep_minutes, "size": info.size,
+            "step_minutes": list(info.step_minutes), "cell_km": info.defaults.cell_km, "size": info.size,
             "size_multiple": info.size_multiple, "max_side": settings.model.max_side,
-            "max_members": settings.model.max_members, "units": list(UNITS)}
+            "max_members": settings.model.max_members, "units": list(UNITS),
+            "defaults": info.defaults.to_dict()}
 
 
 @router.get("/metrics", response_class=Response)

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service import jobs, render
+from service.contract import JobRequest
 from service.deps import ModelInfoDep, RedisDep, SettingsDep
 from service.inputs import InputError, ModelInfo, check_frames, frames_from_lists, read_upload, to_pixels
 from service.schemas import Array, JobStatus, NowcastOptions, NowcastRequest, NowcastResult, SubmitResponse
@@ -82,9 +83,9 @@ async def _parse_json(request: Request, info: ModelInfo, max_side: int):
             raise InputError(str(err)) from err
     else:
         values = frames_from_lists(body.frames)
-    times = check_frames(values, body.timestamps, info=info, max_side=max_side)
+    times, step = check_frames(values, body.timestamps, info=info, max_side=max_side)
     extra = {"grid_spacing_km": body.grid_spacing_km, "projection": body.projection, "source": "json"}
-    return body, values, body.unit, times, extra
+    return body, values, body.unit, times, step, extra
 
 
 async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
@@ -103,11 +104,11 @@ async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
     except ValidationError as err:
         raise _validation_error(err, "form") from err
     data = await run_in_threadpool(read_upload, content, t_in=info.t_in)
-    times = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    times, step = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
     extra = {"grid_spacing_km": data.grid_spacing_km, "projection": data.projection, "y": data.y,
              "x": data.x, "coordinate_units": data.coordinate_units,
              "source": f"netcdf:{upload.filename}:{data.variable}"}
-    return options, data.values, data.unit, times, extra
+    return options, data.values, data.unit, times, step, extra
 
 
 @router.post("", status_code=202, response_model=SubmitResponse, openapi_extra=SUBMIT_BODY,
@@ -119,15 +120,22 @@ async def submit_nowcast(
 ) -> SubmitResponse:
     """Queue an ensemble nowcast of the last ``t_in`` radar frames (202 + ``Location``)."""
     content_type = request.headers.get("content-type", "")
+    max_side = settings.model.max_side
     if content_type.startswith("multipart/form-data"):
-        options, values, unit, times, extra = await _parse_upload(request, info, settings.model.max_side)
+        options, values, unit, times, step, extra = await _parse_upload(request, info, max_side)
     elif content_type.startswith("application/json"):
-        options, values, unit, times, extra = await _parse_json(request, info, settings.model.max_side)
+        options, values, unit, times, step, extra = await _parse_json(request, info, max_side)
     else:
         raise HTTPException(415, f"content type {content_type!r}: send application/json or "
                                  "multipart/form-data")
-    if options.members > settings.model.max_members:
+    if options.members is not None and options.members > settings.model.max_members:
         raise InputError(f"members={options.members} exceeds max_members={settings.model.max_members}")
+    try:  # the worker resolves the same way; a bad combination is refused here, not after queueing
+        info.defaults.resolve(members=options.members, guidance=options.guidance, seed=options.seed,
+                              matching=options.matching, advection=options.advection,
+                              motion_spread=options.motion_spread, thresholds=options.thresholds)
+    except ValueError as err:
+        raise InputError(str(err)) from err
     max_age = settings.queue.max_age_minutes
     age = (dt.datetime.now(dt.timezone.utc) - times[-1]).total_seconds() / 60
     if max_age is not None and age > max_age:
@@ -138,25 +146,25 @@ async def submit_nowcast(
         raise InputError("Idempotency-Key header and idempotency_key field differ")
     key = key or idempotency_header
     pixels = to_pixels(values, unit, info.transform)
-    job_request = {
-        "members": options.members, "thresholds": options.thresholds, "guidance": options.guidance,
-        "seed": options.seed, "matching": options.matching,
-        "advection": options.advection, "unit": unit, "shape": list(values.shape),
-        "timestamps": [t.isoformat() for t in times], **extra,
+    job_request = JobRequest(
+        shape=list(values.shape), unit=unit, timestamps=times, step_minutes=step, members=options.members,
+        thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
+        matching=options.matching, advection=options.advection, motion_spread=options.motion_spread,
+        **extra,
         # the checkpoint's conventions, so that the result's metadata can state them
-        "rain_min": info.transform.rain_min,
-        "zr_relation": f"Z = {info.transform.zr_a:g} R^{info.transform.zr_b:g}",
-    }
+        rain_min=info.transform.rain_min,
+        zr_relation=f"Z = {info.transform.zr_a:g} R^{info.transform.zr_b:g}",
+    )
     try:
-        job_id, created = await jobs.submit(redis, settings.queue, request=job_request, frames=pixels,
-                                            idempotency_key=key)
+        job_id, created = await jobs.submit(redis, settings.queue, frames=pixels, idempotency_key=key,
+                                            request=job_request.model_dump(mode="json"))
     except jobs.QueueFull as err:
         request.app.state.metrics.submissions.labels(outcome="queue_full").inc()
         raise HTTPException(429, f"queue full ({err}); retry later",
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from err
     request.app.state.metrics.submissions.labels(outcome="queued" if created else "duplicate").inc()
-    log.info("job %s %s (%s, %d members)", job_id, "queued" if created else "replayed",
-             extra["source"], options.members)
+    log.info("job %s %s (%s, %s members)", job_id, "queued" if created else "replayed",
+             extra["source"], options.members or "default")
     status_url = str(request.url_for("get_nowcast", job_id=job_id))
     response.headers["Location"] = status_url
     if not created:

@@ -57,27 +57,35 @@ class Array(BaseModel):
 
 
 class NowcastOptions(BaseModel):
-    """Ensemble options; the same names as the worker's and the model's arguments."""
+    """Ensemble options; the same names as the worker's and the model's arguments. An option
+    left out takes the served checkpoint's default (``GET /v1/model``, ``defaults``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    members: int = Field(10, ge=1, description="ensemble size (1 .. model.max_members)")
-    thresholds: list[float] = Field(
-        default_factory=lambda: list(DEFAULT_THRESHOLDS),
-        min_length=1, max_length=MAX_THRESHOLDS,
-        description="rain-rate thresholds of the exceedance probabilities, mm/h",
+    members: int | None = Field(None, ge=1, description="ensemble size (1 .. model.max_members)")
+    thresholds: list[float] | None = Field(
+        None, min_length=1, max_length=MAX_THRESHOLDS,
+        description=f"rain-rate thresholds of the exceedance probabilities, mm/h (default "
+        f"{list(DEFAULT_THRESHOLDS)} unless the checkpoint says otherwise)",
     )
-    guidance: float = Field(1.0, ge=0.0, le=10.0, description="classifier-free guidance scale")
-    seed: int = Field(0, ge=0, lt=2**63, description="seed of member 0; member k uses seed + k")
-    matching: Literal["cdf", "none"] = Field(
-        "cdf", description="'cdf': each member's rain-rate distribution is matched to the last "
+    guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance scale")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of the request: member k starts from noise "
+                      "drawn by a generator seeded from the hash of (seed, k), whatever else the worker "
+                      "batches with it")
+    matching: Literal["cdf", "none"] | None = Field(
+        None, description="'cdf': each member's rain-rate distribution is matched to the last "
         "input frame's (pysteps probability matching; restores intensities the latent model "
         "smooths away); 'none': members as sampled",
     )
-    advection: Literal["bulk", "none"] = Field(
-        "bulk", description="'bulk': the model forecasts in a frame moving with the rain's mean "
-        "motion, estimated from the input frames, and the result is moved back (model/advection.py); "
+    advection: Literal["dense", "bulk", "none"] | None = Field(
+        None, description="'dense': the model forecasts in the frame moving with the motion field of "
+        "the input frames (pysteps Lucas-Kanade) and every lead is advected back along it "
+        "(model/lagrangian.py); 'bulk': with one velocity per request (model/advection.py); "
         "'none': on the ground, as the STLDM paper",
+    )
+    motion_spread: float | None = Field(
+        None, ge=0.0, le=10.0, description="with advection 'dense', the size of the member-wise "
+        "motion perturbations (STEPS' bps; 1.0: pysteps' sizes, 0: none)",
     )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
@@ -87,8 +95,8 @@ class NowcastOptions(BaseModel):
 
     @field_validator("thresholds")
     @classmethod
-    def _finite_non_negative(cls, value: list[float]) -> list[float]:
-        bad = [v for v in value if not math.isfinite(v) or v < 0]
+    def _finite_non_negative(cls, value: list[float] | None) -> list[float] | None:
+        bad = [v for v in value or [] if not math.isfinite(v) or v < 0]
         if bad:
             raise ValueError(f"thresholds must be finite and >= 0 mm/h, got {bad}")
         return value
@@ -102,7 +110,8 @@ class NowcastRequest(NowcastOptions):
     )
     unit: Unit = Field(description=f"unit of the frames, one of {UNITS}")
     timestamps: list[dt.datetime] = Field(
-        description="ISO 8601 time of each frame (UTC when no offset), increasing at the model's step"
+        description="ISO 8601 time of each frame (UTC when no offset), increasing by one of the steps "
+        "the model serves (GET /v1/model, step_minutes)"
     )
     grid_spacing_km: float | None = Field(None, gt=0, description="cell size in km")
     projection: str | None = Field(
@@ -160,6 +169,8 @@ class ResultMetadata(BaseModel):
     seed: int | None = None
     matching: str | None = None
     advection: str | None = None
+    motion_spread: float | None = None
+    steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)
 

@@ -46,7 +46,8 @@ class ModelSettings(BaseModel):
     checkpoint: str = "checkpoints/default"
     device: str = Field(default="auto", description=f"one of {DEVICES}; auto = cuda when available")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default")
-    steps: int = Field(default=20, ge=1, description="DDIM steps per forecast")
+    steps: int | None = Field(default=None, ge=1, description="DDIM steps per forecast; "
+                              "None = the checkpoint's default (its manifest)")
     max_members: int = Field(default=50, ge=1)
     max_side: int = Field(default=1024, ge=16, description="largest accepted frame side in pixels")
 

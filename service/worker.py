@@ -18,6 +18,7 @@ are taken over once their leases run out.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -28,16 +29,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import redis
 import torch
+from pydantic import ValidationError
 
-from model.products import DEFAULT_THRESHOLDS
+from model.grid import Grid
+from model.nowcast import EnsembleNowcast, Nowcaster, NowcastInput
+from model.options import NowcastOptions, utc
 from service import jobs
+from service.contract import JobRequest, ResultMeta
 from service.metrics import WorkerMetrics
-from service.postprocess import GridUndo, ensemble_products, from_model_grid, to_model_grid, to_rain_rate
 from service.redis_client import sync_client
 from service.settings import Settings, get_settings
 
@@ -52,24 +55,28 @@ class StaleJob(Exception):
 
 @dataclass
 class PreparedJob:
-    """A claimed job ready to sample: ``frames`` (T_in, H2, W2) pixels on the model grid."""
+    """A claimed job ready to sample: its request, resolved options and model-grid input."""
 
     claim: jobs.Claim
-    request: dict[str, Any]
-    frames: np.ndarray
-    undo: GridUndo
-    members: int
-    guidance: float
-    seed: int
-    matching: str
-    advection: str
-    thresholds: list[float]
+    request: JobRequest
+    options: NowcastOptions
+    input: NowcastInput
     created: float
     started: float
 
     @property
-    def group_key(self) -> tuple[int, float, str, str, int, int]:
-        return self.members, self.guidance, self.matching, self.advection, *self.frames.shape[-2:]
+    def group_key(self) -> tuple:
+        """Jobs with equal keys share one model call: options but the seed, padded shape, step."""
+        return self.options.group_key(), self.input.pixels.shape, self.input.step_minutes
+
+
+def request_grid(request: JobRequest, shape: tuple[int, int]) -> Grid:
+    """The :class:`~model.grid.Grid` a job's request describes."""
+    units = request.coordinate_units
+    return Grid(shape=(int(shape[0]), int(shape[1])), cell_km=request.grid_spacing_km, crs=request.projection,
+                y=None if request.y is None else np.asarray(request.y, dtype=np.float64),
+                x=None if request.x is None else np.asarray(request.x, dtype=np.float64),
+                xy_units=units)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,11 +86,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _input_age_minutes(request: dict[str, Any], created: float) -> float:
-    stamps = request.get("timestamps") or []
-    if stamps:
-        last = dt.datetime.fromisoformat(str(stamps[-1]).replace("Z", "+00:00"))
-        last = last.replace(tzinfo=dt.timezone.utc) if last.tzinfo is None else last
+def _input_age_minutes(request: JobRequest, created: float) -> float:
+    if request.timestamps:
+        last = utc(request.timestamps[-1])
         return (dt.datetime.now(dt.timezone.utc) - last).total_seconds() / 60
     return (time.time() - created) / 60
 
@@ -94,33 +99,29 @@ class Worker:
     Parameters
     ----------
     settings : the service settings (queue, model, worker groups).
-    model : an STLDM (or a stand-in with ``config`` and ``forecast``); default: the
-        checkpoint ``settings.model.checkpoint`` loaded on ``settings.model.device``.
+    nowcaster : the nowcast pipeline of a loaded model; default: the checkpoint
+        ``settings.model.checkpoint`` on ``settings.model.device``.
     redis_client : default ``sync_client(settings.redis.url)``.
     name : consumer name; default ``settings.worker.name`` or ``host-pid``.
-    timestep_minutes : lead-time step; default read from the checkpoint's manifest.
     """
 
-    def __init__(self, settings: Settings, *, model=None, redis_client: redis.Redis | None = None,
-                 name: str | None = None, timestep_minutes: int | None = None) -> None:
-        from model.checkpoint import load_checkpoint
-        from service.inputs import read_model_info
-
+    def __init__(self, settings: Settings, *, nowcaster: Nowcaster | None = None,
+                 redis_client: redis.Redis | None = None, name: str | None = None) -> None:
         self.settings = settings
         self.queue = settings.queue
         if settings.model.threads > 0:
             torch.set_num_threads(settings.model.threads)
-        if model is None:
-            model = load_checkpoint(settings.model.checkpoint, device=resolve_device(settings.model.device))
-        self.model = model
-        diffusion = getattr(getattr(model, "config", None), "diffusion", None)
-        if diffusion is not None and not 1 <= settings.model.steps <= diffusion.train_steps:
-            raise ValueError(f"model.steps (NOWCAST_MODEL__STEPS) must be in [1, {diffusion.train_steps}] "
-                             f"for this checkpoint, got {settings.model.steps}")
-        self.model_version = str(getattr(model, "model_version", "unknown"))
-        if timestep_minutes is None:
-            timestep_minutes = read_model_info(settings.model.checkpoint).timestep_minutes
-        self.timestep_minutes = int(timestep_minutes)
+        if nowcaster is None:
+            nowcaster = Nowcaster.from_checkpoint(settings.model.checkpoint,
+                                                  device=resolve_device(settings.model.device))
+        if settings.model.steps is not None:  # the operator's choice of DDIM steps
+            train_steps = nowcaster.config.diffusion.train_steps
+            if not 1 <= settings.model.steps <= train_steps:
+                raise ValueError(f"model.steps (NOWCAST_MODEL__STEPS) must be in [1, {train_steps}] "
+                                 f"for this checkpoint, got {settings.model.steps}")
+            nowcaster.defaults = dataclasses.replace(nowcaster.defaults, steps=settings.model.steps)
+        self.nowcaster = nowcaster
+        self.model_version = nowcaster.model_version
         self.redis = redis_client or sync_client(settings.redis.url)
         self.name = name or settings.worker.name or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics()
@@ -135,7 +136,8 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; Redis outages are logged and waited out."""
-        log.info("worker %s serving %s (steps=%d)", self.name, self.model_version, self.settings.model.steps)
+        log.info("worker %s serving %s (defaults %s)", self.name, self.model_version,
+                 self.nowcaster.defaults.to_dict())
         try:
             while not stop.is_set():
                 try:
@@ -204,11 +206,15 @@ class Worker:
     # ------------------------------------------------------------------ one job / one group
 
     def _prepare(self, claim: jobs.Claim) -> PreparedJob:
-        config = self.model.config
-        request, frames = jobs.load_job(self.redis, self.queue, claim.job_id)
+        config = self.nowcaster.config
+        stored, frames = jobs.load_job(self.redis, self.queue, claim.job_id)
         created = jobs.mark_running(self.redis, self.queue, claim, model_version=self.model_version)
         log.info("job %s: running (delivery %d, frames %s)", claim.job_id, claim.deliveries,
                  "x".join(map(str, frames.shape)))
+        try:
+            request = JobRequest.model_validate(stored)
+        except ValidationError as err:
+            raise jobs.JobDataError(f"job {claim.job_id}: unreadable request ({err})") from err
         if self.queue.max_age_minutes is not None:
             age = _input_age_minutes(request, created)
             if age > self.queue.max_age_minutes:
@@ -217,28 +223,25 @@ class Worker:
         if frames.shape[0] != config.t_in:
             raise jobs.JobDataError(f"the model needs {config.t_in} input frames, "
                                     f"the job has {frames.shape[0]}")
-        members = int(request.get("members", 10))
-        if not 1 <= members <= self.settings.model.max_members:
-            raise ValueError(f"members must be in 1..{self.settings.model.max_members}, got {members}")
-        grid, undo = to_model_grid(frames, config.size_multiple, max_side=self.settings.model.max_side)
-        return PreparedJob(claim=claim, request=request, frames=grid, undo=undo, members=members,
-                           guidance=float(request.get("guidance", 1.0)), seed=int(request.get("seed", 0)),
-                           matching=str(request.get("matching", "cdf")),
-                           advection=str(request.get("advection", "bulk")),
-                           thresholds=[float(t) for t in request.get("thresholds") or DEFAULT_THRESHOLDS],
-                           created=created, started=time.time())
+        if request.members is not None and not 1 <= request.members <= self.settings.model.max_members:
+            raise ValueError(f"members must be in 1..{self.settings.model.max_members}, "
+                             f"got {request.members}")
+        options = self.nowcaster.options(
+            members=request.members, guidance=request.guidance, seed=request.seed, matching=request.matching,
+            advection=request.advection, motion_spread=request.motion_spread, thresholds=request.thresholds)
+        prepared = self.nowcaster.prepare(
+            frames, unit="pixel", timestamps=request.timestamps or None, step_minutes=request.step_minutes,
+            grid=request_grid(request, frames.shape[1:]), seed=request.seed, advection=options.advection,
+            max_side=self.settings.model.max_side)
+        return PreparedJob(claim=claim, request=request, options=options, input=prepared, created=created,
+                           started=time.time())
 
     def _sample(self, group: list[PreparedJob]) -> None:
-        """One ``model.forecast`` call for ``group``; a failing batch is re-run job by job."""
+        """One model call for ``group``; a failing batch is re-run job by job."""
         ids = [job.claim.job_id for job in group]
         first = group[0]
-        x = torch.from_numpy(np.stack([job.frames for job in group]))  # (B, T_in, H2, W2) pixels
-        start = time.perf_counter()
         try:
-            forecast = self.model.forecast(x, members=first.members, steps=self.settings.model.steps,
-                                           guidance=first.guidance, seed=[job.seed for job in group],
-                                           matching=first.matching, advection=first.advection)
-            members = forecast.members.float().cpu().numpy()  # (B, K, T_out, H2, W2) pixels
+            nowcasts = self.nowcaster.sample([job.input for job in group], first.options)
         except Exception as err:
             if len(group) > 1:
                 log.warning("jobs %s: batched forecast failed (%s); running them one by one", ids, err)
@@ -247,35 +250,31 @@ class Worker:
             else:
                 self._fail(first.claim, err)
             return
-        sampling = time.perf_counter() - start
+        sampling = nowcasts[0].timings["sampling_seconds"]
         self.metrics.batch_size.observe(len(group))
         self.metrics.sampling_seconds.observe(sampling)
-        log.info("jobs %s: sampled %d x %d members in %.2f s", ids, len(group), first.members, sampling)
-        for job, job_members in zip(group, members, strict=True):
+        log.info("jobs %s: sampled %d x %d members in %.2f s", ids, len(group), first.options.members,
+                 sampling)
+        for job, nowcast in zip(group, nowcasts, strict=True):
             try:
-                self._finish(job, job_members, sampling_seconds=sampling, batch_jobs=len(group))
+                self._finish(job, nowcast)
             except Exception as err:
                 self._fail(job.claim, err)
 
-    def _finish(self, job: PreparedJob, members: np.ndarray, *, sampling_seconds: float,
-                batch_jobs: int) -> None:
-        """Post-process ``members`` (K, T_out, H2, W2) pixels into a stored result."""
-        start = time.perf_counter()
-        rain = from_model_grid(to_rain_rate(members, self.model.config.transform), job.undo)
-        products = ensemble_products(rain, job.thresholds)
-        lead = self.timestep_minutes * np.arange(1, rain.shape[1] + 1, dtype=np.int32)
-        meta = {
-            "model_version": self.model_version, "timestep_minutes": self.timestep_minutes,
-            "members": job.members, "guidance": job.guidance, "seed": job.seed,
-            "matching": job.matching, "advection": job.advection,
-            "steps": self.settings.model.steps, "batch_jobs": batch_jobs, "worker": self.name,
-            "attempts": job.claim.deliveries,
-            "timings": {"queued_seconds": round(job.started - job.created, 3),
-                        "sampling_seconds": round(sampling_seconds, 3),
-                        "postprocess_seconds": round(time.perf_counter() - start, 3)},
-            "request": job.request,
-        }
-        blob = jobs.encode_result({**products, "members": rain, "lead_minutes": lead}, meta)
+    def _finish(self, job: PreparedJob, nowcast: EnsembleNowcast) -> None:
+        """Store ``nowcast``'s products and acknowledge the job."""
+        opts = nowcast.options
+        meta = ResultMeta(
+            model_version=self.model_version, timestep_minutes=nowcast.step_minutes, members=opts.members,
+            guidance=opts.guidance, seed=opts.seed, matching=opts.matching, advection=opts.advection,
+            motion_spread=opts.motion_spread, steps=opts.steps, batch_jobs=nowcast.batch_jobs,
+            worker=self.name, attempts=job.claim.deliveries,
+            timings={"queued_seconds": round(job.started - job.created, 3), **nowcast.timings},
+            request=job.request)
+        arrays = {"mean": nowcast.mean, "percentiles": nowcast.percentiles,
+                  "probability": nowcast.probability, "thresholds": nowcast.thresholds,
+                  "members": nowcast.members, "lead_minutes": nowcast.lead_minutes}
+        blob = jobs.encode_result(arrays, meta.model_dump(mode="json"))
         jobs.complete(self.redis, self.queue, job.claim, blob, model_version=self.model_version)
         self._release(job.claim)
         self.jobs_done += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ import torch
 
 from model.config import STLDMConfig
 from service import jobs
+from service.contract import JobRequest
 from service.redis_client import async_client, sync_client
 from service.settings import QueueSettings, Settings
 
@@ -107,7 +109,11 @@ def submit_job(call_async, queue_settings: QueueSettings):
     the request defaults to 2 members, guidance 1, seed 0, thresholds 0.1 and 1 mm/h."""
     def submit(frames: np.ndarray, *, qs: QueueSettings | None = None, idempotency_key: str | None = None,
                **request) -> tuple[str, bool]:
-        request = {"members": 2, "guidance": 1.0, "seed": 0, "thresholds": [0.1, 1.0], **request}
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        times = [now - dt.timedelta(minutes=5 * (len(frames) - 1 - i)) for i in range(len(frames))]
+        request = JobRequest(**{"shape": list(frames.shape), "unit": "pixel", "timestamps": times,
+                                "step_minutes": 5, "members": 2, "guidance": 1.0, "seed": 0,
+                                "thresholds": [0.1, 1.0], **request}).model_dump(mode="json")
         return call_async(jobs.submit, qs or queue_settings, request=request, frames=frames,
                           idempotency_key=idempotency_key)
 
@@ -130,7 +136,9 @@ class FakeModel:
         self.delay = delay
 
     def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
-                 matching: str = "none", advection: str = "none"):
+                 matching: str = "none", advection: str = "none", step_minutes: int | None = None,
+                 motion: torch.Tensor | None = None, motion_spread: float = 0.0,
+                 cell_km: float | None = None):
         self.calls.append((x.shape[0], members, list(seed), matching, advection))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")
@@ -159,3 +167,4 @@ def make_fake_model():
 @pytest.fixture
 def fake_model(make_fake_model) -> FakeModel:
     return make_fake_model()
+

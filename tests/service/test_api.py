@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 from fastapi.testclient import TestClient
 
-from model.products import PERCENTILES, exceedance_probability
+from model.products import DEFAULT_THRESHOLDS, PERCENTILES, exceedance_probability
 from service import jobs
 from service.app import create_app
 from service.settings import Settings
@@ -87,9 +87,12 @@ def test_submission_is_queued_as_model_pixels_with_its_options(client, redis, re
     assert status["created"] is not None
     request, pixels = jobs.load_job(redis, make_settings(redis_url).queue, job_id)
     assert request["members"] == 3 and request["seed"] == 11 and request["projection"] == "+proj=stere"
-    assert request["matching"] == "cdf"  # members are probability-matched unless asked otherwise
-    assert request["advection"] == "bulk"  # and forecast in a frame moving with the rain
-    assert request["timestamps"][-1] == "2024-06-01T12:20:00+00:00"
+    # options left out are queued as None: the worker resolves them with the checkpoint's defaults,
+    # which /v1/model states (members probability-matched, forecast in a frame moving with the rain)
+    assert request["matching"] is None and request["advection"] is None
+    defaults = client.get("/v1/model").json()["defaults"]
+    assert defaults["matching"] == "cdf" and defaults["advection"] in ("bulk", "dense")
+    assert request["timestamps"][-1] == "2024-06-01T12:20:00Z" and request["step_minutes"] == 5
     expected = np.clip((values + 10) / 70, 0, 1)  # HKO-7 pixels of the default checkpoint
     np.testing.assert_allclose(pixels, expected, atol=1e-6)
     assert np.isnan(pixels[:, :4, :4]).all()  # no data stays no data
@@ -107,7 +110,7 @@ BAD_PAYLOADS = {
     "all NaN": (payload(frames=encode(np.full((T_IN, SIDE, SIDE), np.nan, np.float32))), "all NaN"),
     "too many members": (payload(members=51), "max_members=50"),
     "zero members": (payload(members=0), "members"),
-    "timestep": (payload(timestamps=times(step=6)), "timestep of 5 min"),
+    "timestep": (payload(timestamps=times(step=6)), "one of the model's time steps, [5] min"),
     "timestamps count": (payload(timestamps=times(4)), "one time per frame"),
     "guidance": (payload(guidance=11), "guidance"),
     "thresholds": (payload(thresholds=[-1.0]), "thresholds"),
@@ -171,8 +174,8 @@ def finish_next_job(redis, settings: Settings) -> str:
     members = np.random.default_rng(0).gamma(0.5, 2.0, size=(k, t, h, w)).astype(np.float32)
     arrays = {"members": members, "mean": members.mean(axis=0),
               "percentiles": np.percentile(members, PERCENTILES, axis=0).astype(np.float32),
-              "probability": exceedance_probability(members, request["thresholds"]),
-              "thresholds": np.asarray(request["thresholds"], np.float32),
+              "probability": exceedance_probability(members, request["thresholds"] or DEFAULT_THRESHOLDS),
+              "thresholds": np.asarray(request["thresholds"] or DEFAULT_THRESHOLDS, np.float32),
               "lead_minutes": np.arange(1, t + 1) * STEP}
     meta = {"model_version": "stldm-test", "timestep_minutes": STEP, "members": k, "guidance": 1.0,
             "seed": request["seed"], "timings": {"sample_seconds": 0.5}, "request": request}
@@ -289,7 +292,7 @@ def test_metrics_count_requests_and_submissions(client):
 
 def test_model_facts_and_openapi_docs(client):
     model = client.get("/v1/model").json()
-    assert model["t_in"] == T_IN and model["timestep_minutes"] == STEP and model["size_multiple"] == SIDE
+    assert model["t_in"] == T_IN and model["step_minutes"] == [STEP] and model["size_multiple"] == SIDE
     schema = client.get("/openapi.json").json()
     assert {"/v1/nowcasts", "/v1/nowcasts/{job_id}", "/v1/nowcasts/{job_id}/result", "/readyz"} <= set(
         schema["paths"])

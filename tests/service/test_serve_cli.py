@@ -13,7 +13,7 @@ from cli.main import build_parser
 from service import cli, serve
 
 EVENT = Path(__file__).resolve().parents[2].parent / "shared" / "radar" / "events" / "fmi_20160928.nc"
-MODEL = {"t_in": 5, "t_out": 20, "timestep_minutes": 5, "size": 128, "size_multiple": 64}
+MODEL = {"t_in": 5, "t_out": 20, "step_minutes": [5], "size": 128, "size_multiple": 64}
 
 
 def test_serve_starts_redis_without_eviction_and_with_an_append_only_file(tmp_path):

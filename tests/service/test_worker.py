@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from model.checkpoint import load_checkpoint, read_manifest
+from model.nowcast import Nowcaster
 from service import jobs
 from service.worker import Worker
+from tests.service.helpers import nowcaster_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "checkpoints" / "default"
@@ -41,7 +43,7 @@ def test_compatible_jobs_are_sampled_in_one_forecast_call(settings, fake_model, 
     other = submit_job(frames(0.4), members=3, seed=99)[0]
     unmatched = submit_job(frames(0.4), members=2, seed=50, matching="none")[0]
     grounded = submit_job(frames(0.4), members=2, seed=60, advection="none")[0]
-    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="w1")
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model), name="w1")
     assert worker.step(block_ms=100) + worker.step(block_ms=100) == 5  # batch_max_jobs is 4
     assert sorted(fake_model.batch_sizes) == [1, 1, 1, 2]
     # members, guidance, matching and advection are per call: jobs that differ in any are sampled apart
@@ -72,7 +74,7 @@ def test_a_job_held_by_a_dead_worker_is_taken_over_after_the_lease(settings, red
                                                                    call_async):
     job_id, _ = submit_job(frames(0.5))
     jobs.claim_new(redis, settings.queue, "crashed-worker", 4, block_ms=100)  # claims, never acks
-    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="rescuer")
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model), name="rescuer")
     assert worker.step(block_ms=10) == 0  # the lease is still running
     time.sleep(settings.queue.lease_seconds + 0.1)
     assert worker.step(block_ms=10) == 1
@@ -86,7 +88,7 @@ def test_a_failing_job_is_retried_then_dead_lettered_and_the_worker_goes_on(sett
     model = make_fake_model(fail_seeds=(13,))
     bad, _ = submit_job(frames(0.5), seed=13)
     good, _ = submit_job(frames(0.5), seed=1)
-    worker = Worker(settings, model=model, timestep_minutes=5, name="w1")
+    worker = Worker(settings, nowcaster=nowcaster_of(model), name="w1")
     assert worker.step(block_ms=100) == 2
     assert model.batch_sizes == [2, 1, 1]  # the failed batch re-run job by job
     assert status_of(call_async, settings.queue, good)["status"] == jobs.DONE
@@ -112,7 +114,7 @@ def test_a_job_delivered_more_than_max_attempts_is_dead_lettered_unrun(settings,
     time.sleep(settings.queue.lease_seconds + 0.1)
     jobs.reclaim_stale(redis, settings.queue, "crash-2", 1)
     time.sleep(settings.queue.lease_seconds + 0.1)
-    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="w3")
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model), name="w3")
     assert worker.step(block_ms=10) == 1
     assert fake_model.calls == []
     job = status_of(call_async, settings.queue, job_id)
@@ -124,11 +126,12 @@ def test_bad_stored_frames_and_stale_inputs_fail_with_their_message(settings, re
     corrupt, _ = submit_job(frames(0.5))
     redis.set(jobs.Keys(settings.queue.prefix).input(corrupt), b"garbage")
     wrong_t, _ = submit_job(frames(0.5, (2, 64, 64)))
-    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).isoformat()
-    stale, _ = submit_job(frames(0.5), timestamps=[old])
-    fresh, _ = submit_job(frames(0.5), timestamps=[dt.datetime.now(dt.timezone.utc).isoformat()])
+    now = dt.datetime.now(dt.timezone.utc)
+    old = [now - dt.timedelta(hours=2, minutes=5 * k) for k in (2, 1, 0)]
+    stale, _ = submit_job(frames(0.5), timestamps=old)
+    fresh, _ = submit_job(frames(0.5), timestamps=[now - dt.timedelta(minutes=5 * k) for k in (2, 1, 0)])
     qs = settings.queue.model_copy(update={"max_age_minutes": 30.0})
-    worker = Worker(settings.model_copy(update={"queue": qs}), model=fake_model, timestep_minutes=5)
+    worker = Worker(settings.model_copy(update={"queue": qs}), nowcaster=nowcaster_of(fake_model))
     assert worker.step(block_ms=100) == 4
     assert "do not match shape" in status_of(call_async, qs, corrupt)["error"]
     assert "needs 3 input frames" in status_of(call_async, qs, wrong_t)["error"]
@@ -138,7 +141,7 @@ def test_bad_stored_frames_and_stale_inputs_fail_with_their_message(settings, re
 
 
 def test_run_keeps_a_heartbeat_and_stops_on_request(settings, fake_model, submit_job, call_async):
-    worker = Worker(settings, model=fake_model, timestep_minutes=5, name="looping")
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model), name="looping")
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
@@ -165,7 +168,7 @@ def test_the_real_checkpoint_serves_a_job_end_to_end(settings, submit_job, call_
     pixels = (rng.random((t_in, 100, 130)) * 0.6).astype(np.float32)
     pixels[:, :8, :8] = np.nan
     job_id, _ = submit_job(pixels, members=2, seed=3, thresholds=[0.1, 1.0, 5.0])
-    worker = Worker(settings, model=model)  # steps=2 from the settings; timestep from the manifest
+    worker = Worker(settings, nowcaster=Nowcaster.from_checkpoint(CHECKPOINT))  # steps=2 from the settings
     assert worker.step(block_ms=100) == 1
     job = status_of(call_async, settings.queue, job_id)
     assert job["status"] == jobs.DONE, job["error"]
@@ -188,7 +191,7 @@ def test_a_member_does_not_depend_on_the_jobs_batched_with_it(settings, submit_j
     model = load_checkpoint(CHECKPOINT)
     rng = np.random.default_rng(1)
     pixels = (rng.random((model.config.t_in, 64, 64)) * 0.7).astype(np.float32)
-    worker = Worker(settings, model=model, name="w-batch")
+    worker = Worker(settings, nowcaster=Nowcaster.from_checkpoint(CHECKPOINT), name="w-batch")
     alone, _ = submit_job(pixels, members=2, seed=5)
     assert worker.step(block_ms=100) == 1
     batched, _ = submit_job(pixels, members=2, seed=5)
@@ -242,7 +245,7 @@ def test_a_killed_worker_process_loses_no_job(settings, redis, submit_job, call_
         _stop(process)
     doomed_log = log_path.read_text()
     assert running["attempts"] == "1", f"the first attempt did not reach sampling:\n{doomed_log}"
-    worker = Worker(settings, model=load_checkpoint(CHECKPOINT), name="rescuer")
+    worker = Worker(settings, nowcaster=Nowcaster.from_checkpoint(CHECKPOINT), name="rescuer")
     deadline = time.monotonic() + 30
     while worker.step(block_ms=100) == 0:
         assert time.monotonic() < deadline, "the orphaned job was not taken over"
@@ -266,7 +269,7 @@ def test_sigterm_stops_an_idle_worker_process_cleanly(settings, redis, tmp_path)
 
 def test_a_worker_started_before_any_submission_creates_the_group(settings, redis, fake_model, submit_job,
                                                                    call_async):
-    worker = Worker(settings, model=fake_model, timestep_minutes=5)
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model))
     assert worker.step(block_ms=10) == 0  # no stream and no group yet
     redis.flushall()  # Redis restarted without persistence: the group is gone again
     assert worker.step(block_ms=10) == 0
@@ -278,4 +281,4 @@ def test_a_worker_started_before_any_submission_creates_the_group(settings, redi
 def test_a_worker_refuses_more_ddim_steps_than_the_checkpoint_has(settings, fake_model):
     too_many = settings.model_copy(update={"model": settings.model.model_copy(update={"steps": 500})})
     with pytest.raises(ValueError, match=r"NOWCAST_MODEL__STEPS\) must be in \[1, 50\].*got 500"):
-        Worker(too_many, model=fake_model, timestep_minutes=5)
+        Worker(too_many, nowcaster=nowcaster_of(fake_model))
