@@ -16,6 +16,7 @@ import numpy as np
 from model.transform import PixelTransform
 
 TEMPORAL_NORMS = ("time", "channel")
+VAE_NORMS = ("group", "none")
 ENCODINGS = ("mean", "sample")
 ATTENTION_ORDERS = ("st", "sts")
 TRANSLATOR_KINDS = ("gsta", "stc")
@@ -25,6 +26,11 @@ TRANSLATOR_KINDS = ("gsta", "stc")
 class VAEConfig:
     """Per-frame VAE (section 1): ``num_layers`` ConvSC layers with strides 1, 2, 1, 2, ...
 
+    ``norm="group"`` is the paper's GroupNorm(2) in every ConvSC layer; ``"none"`` leaves it out:
+    a per-frame norm standardises each frame's features, so that a frame of uniform light rain
+    and one of uniform heavy rain look alike to the layers after it, and intensities must be
+    recovered from the rest of the frame (the small preset, trained for hours not days, keeps
+    the absolute levels instead).
     The encoder's ConvSC layers are ``hidden`` channels wide (None: ``channels``, as the paper)
     and its latent has ``channels`` channels at ``2 ** (num_layers // 2)`` times fewer pixels per
     side. ``pack`` > 1 folds ``pack x pack`` latent pixels into channels (space-to-depth, as
@@ -38,11 +44,14 @@ class VAEConfig:
     num_layers: int = 4
     hidden: int | None = None
     pack: int = 1
+    norm: str = "group"
 
     def __post_init__(self) -> None:
         if self.pack < 1 or (self.hidden is not None and self.hidden < 1):
             raise ValueError(f"vae.pack must be >= 1 and vae.hidden >= 1 or None, got {self.pack}, "
                              f"{self.hidden}")
+        if self.norm not in VAE_NORMS:
+            raise ValueError(f"vae.norm must be one of {VAE_NORMS}, got {self.norm!r}")
 
     @property
     def width(self) -> int:

@@ -12,7 +12,8 @@ from model.config import VAEConfig
 class ConvSC(nn.Module):
     """3x3 conv (transposed when upsampling) -> GroupNorm(2) -> LeakyReLU(0.2)."""
 
-    def __init__(self, dim_in: int, dim_out: int, *, stride: int, transpose: bool = False) -> None:
+    def __init__(self, dim_in: int, dim_out: int, *, stride: int, transpose: bool = False,
+                 norm: bool = True) -> None:
         super().__init__()
         if transpose and stride > 1:
             self.conv: nn.Module = nn.ConvTranspose2d(
@@ -20,7 +21,7 @@ class ConvSC(nn.Module):
             )
         else:
             self.conv = nn.Conv2d(dim_in, dim_out, 3, stride=stride, padding=1)
-        self.norm = nn.GroupNorm(2, dim_out)
+        self.norm = nn.GroupNorm(2, dim_out) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(self.norm(self.conv(x)), 0.2)
@@ -37,7 +38,8 @@ class Encoder(nn.Module):
         c, width = config.channels, config.width
         dims = [config.in_channels] + [width] * config.num_layers
         self.blocks = nn.ModuleList(
-            ConvSC(dims[i], dims[i + 1], stride=s) for i, s in enumerate(strides(config.num_layers))
+            ConvSC(dims[i], dims[i + 1], stride=s, norm=config.norm == "group")
+            for i, s in enumerate(strides(config.num_layers))
         )
         self.moments = nn.Conv2d(width, 2 * c, 3, padding=1)
         self.pack = config.pack
@@ -57,7 +59,8 @@ class Decoder(nn.Module):
         c, width = config.channels, config.width
         self.proj_in = nn.Conv2d(c, width, 3, padding=1)
         self.blocks = nn.ModuleList(
-            ConvSC(width, width, stride=s, transpose=True) for s in reversed(strides(config.num_layers))
+            ConvSC(width, width, stride=s, transpose=True, norm=config.norm == "group")
+            for s in reversed(strides(config.num_layers))
         )
         self.readout = nn.Conv2d(width, config.in_channels, 1)
         self.pack = config.pack

@@ -28,6 +28,7 @@ Time step
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,3 +244,30 @@ def load_event(header: EventHeader, *, cell_km: float, transform: PixelTransform
                  pixels.shape[0], pixels.shape[1], pixels.shape[2], coarsen * header.native_km, coarsen)
     return EventPixels(header.source, pixels, valid, times, header.step_minutes,
                        coarsen * header.native_km, coarsen, y=y, x=x, crs=crs)
+
+
+def load_events(paths: Iterable[str | Path], *, steps: Sequence[int], n_min: int, cell_km: float,
+                transform) -> tuple[list[EventPixels], list[tuple[int, ...]]]:
+    """The events of ``paths`` that serve at least one of ``steps`` with ``n_min`` frames, and per
+    event the native frame strides of the steps it serves (file-name order; unusable files are
+    skipped with a warning naming why)."""
+    headers = sorted((read_header(p) for p in paths), key=lambda h: h.source)
+    names = [h.source for h in headers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"file names must be unique, got {names}")
+    events, strides = [], []
+    for header in headers:
+        served = tuple(step // header.step_minutes for step in steps if step % header.step_minutes == 0
+                       and (step // header.step_minutes) * (n_min - 1) < header.n_frames)
+        if not served:
+            logger.warning("skipping %s: its %d-min step with %d frames serves none of the steps %s min "
+                           "with %d frames", header.source, header.step_minutes, header.n_frames,
+                           list(steps), n_min)
+            continue
+        try:
+            events.append(load_event(header, cell_km=cell_km, transform=transform))
+        except ValueError as err:
+            logger.warning("skipping %s: %s", header.source, err)
+            continue
+        strides.append(served)
+    return events, strides

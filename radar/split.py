@@ -41,6 +41,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -304,3 +305,53 @@ def split_windows(events: Sequence[EventPixels], strides: Sequence[Sequence[int]
     if not rows:
         return np.empty((0, 6), dtype=np.int64), np.empty(0, dtype=np.int64)
     return np.concatenate(rows).astype(np.int64), np.concatenate(splits).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One window of an event on the ground, as model pixels.
+
+    Attributes
+    ----------
+    source, network : the event file and its network.
+    step_minutes : minutes between the frames.
+    times : (n_frames,) datetime64[ns] UTC.
+    y0, x0 : tile origin in coarse cells.
+    pixels : (n_frames, size, size) float32 model pixels, 0 where ``valid`` is False.
+    valid : (n_frames, size, size) bool, True where there is data.
+    """
+
+    source: str
+    network: str
+    step_minutes: int
+    times: np.ndarray
+    y0: int
+    x0: int
+    pixels: np.ndarray
+    valid: np.ndarray
+
+
+def cut_window(events: Sequence[EventPixels], row: np.ndarray, size: int) -> Window:
+    """The :class:`Window` of a row ``(event, start, n_frames, y0, x0, stride)`` of
+    :func:`split_windows`."""
+    e, start, n_frames, y0, x0, stride = (int(v) for v in row)
+    event = events[e]
+    index = start + stride * np.arange(n_frames)
+    box = (index, slice(y0, y0 + size), slice(x0, x0 + size))
+    return Window(event.source, event.network, stride * event.step_minutes, event.times[index], y0, x0,
+                  event.pixels[box], event.valid[box])
+
+
+def windows_of(paths: Sequence[str | Path], *, which: str, shape: WindowShape, rule: SplitRule,
+               steps: Sequence[int], cell_km: float, transform) -> list[Window]:
+    """The ground :class:`Window` s of split ``which`` ("train", "val" or "test") of event files
+    ``paths`` (tiles ``shape.size`` wide, ``shape.stride`` apart), in file, step and time order."""
+    from radar.events import load_events
+
+    if which not in SPLITS:
+        raise ValueError(f"which must be one of {sorted(SPLITS)}, got {which!r}")
+    events, strides = load_events(paths, steps=steps, n_min=shape.t_in + shape.min_leads, cell_km=cell_km,
+                                  transform=transform)
+    rain_pixel = float(transform.to_pixel(np.float32(transform.rain_min), "mm/h"))
+    rows, labels = split_windows(events, strides, shape, rule, rain_pixel)
+    return [cut_window(events, row, shape.size) for row in rows[labels == SPLITS[which]]]

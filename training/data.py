@@ -55,7 +55,7 @@ from torch.utils.data import Dataset
 
 from model.advection import ADVECTIONS, bulk_motion, frame_offsets
 from model.lagrangian import displacements, input_displacements, warp
-from radar.events import EventPixels, load_event, read_header
+from radar.events import EventPixels, load_events
 from radar.split import SPLITS, SplitRule, WindowShape, split_windows
 from training.motion import CACHE_DIR, MotionFields
 
@@ -298,33 +298,6 @@ class RadarWindows(Dataset):
             "source": ev.source,
             "start": iso_time(ev.times[index[0]]),
         }
-
-
-def load_events(paths: Iterable[str | Path], *, steps: Sequence[int], n_min: int, cell_km: float,
-                transform) -> tuple[list[EventPixels], list[tuple[int, ...]]]:
-    """The events of ``paths`` that serve at least one of ``steps`` with ``n_min`` frames, and per
-    event the native frame strides of the steps it serves (file-name order; unusable files are
-    skipped with a warning naming why)."""
-    headers = sorted((read_header(p) for p in paths), key=lambda h: h.source)
-    names = [h.source for h in headers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"file names must be unique, got {names}")
-    events, strides = [], []
-    for header in headers:
-        served = tuple(step // header.step_minutes for step in steps if step % header.step_minutes == 0
-                       and (step // header.step_minutes) * (n_min - 1) < header.n_frames)
-        if not served:
-            logger.warning("skipping %s: its %d-min step with %d frames serves none of the steps %s min "
-                           "with %d frames", header.source, header.step_minutes, header.n_frames,
-                           list(steps), n_min)
-            continue
-        try:
-            events.append(load_event(header, cell_km=cell_km, transform=transform))
-        except ValueError as err:
-            logger.warning("skipping %s: %s", header.source, err)
-            continue
-        strides.append(served)
-    return events, strides
 
 
 def build_splits(

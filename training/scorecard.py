@@ -1,22 +1,24 @@
-"""Score a trained checkpoint on its own validation windows and write its model card.
+"""Score a trained checkpoint on its own validation windows, choose its defaults, write its card.
 
-``python -m training.scorecard --checkpoint runs/default/best --out checkpoints/default``
-rebuilds the validation split the run used (from the manifest's training config), forecasts
-every window with the ensemble, and scores it next to persistence (the last input frame) and,
-when pysteps is installed, pysteps extrapolation:
+``python -m training.scorecard --checkpoint runs/<name>/best --out checkpoints/default`` rebuilds
+the validation split of the run (its manifest's data files and split rule, ``radar.split``),
+forecasts every window as the service would (``model.nowcast.Nowcaster``), and scores it next to
+persistence and pysteps extrapolation (and STEPS with ``--methods``) with the same loop and
+scores as ``nowcast evaluate`` (``verification.evaluate.score_windows``).
 
-- CSI at 1 mm/h from contingency counts summed over pixels, windows and members (each member
-  scored, as in the paper), per lead time;
-- CRPS in mm/h, the fair ensemble form
-  ``mean_i |X_i - y| - sum_ij |X_i - X_j| / (2 K (K - 1))`` (the MAE for persistence).
-Only pixels with data in the truth count. The checkpoint is copied to ``--out`` with the
-scores in its manifest and a ``MODEL_CARD.md``.
+Defaults are chosen here, on validation windows, never on the held-out ones: each of
+``--advection``, ``--matching``, ``--motion-spread`` and ``--guidance`` takes one or more
+values; every combination is scored and the one with the lowest fair CRPS (mean over the
+groups and lead times) is kept. The checkpoint is copied to ``--out`` with the chosen options as
+its manifest's ``nowcast`` block (what every caller of the checkpoint then gets by default), the
+validation scores of every combination, and a ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -25,96 +27,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.advection import ADVECTIONS
-from model.checkpoint import MANIFEST_FILE, CheckpointError, load_checkpoint, read_manifest
-from model.matching import MATCHINGS
+from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
+from model.nowcast import Nowcaster
+from model.options import ADVECTIONS, MATCHINGS, NowcastOptions
+from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
+from verification.metrics import threshold_to_mmh
 
 log = logging.getLogger(__name__)
 
-
-def fair_crps(members: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
-    """Mean fair CRPS of (K, H, W) members vs (H, W) truth over ``valid`` (H, W) pixels, mm/h."""
-    k = members.shape[0]
-    skill = np.abs(members - truth).mean(axis=0)
-    if k > 1:
-        spread = np.abs(members[:, None] - members[None]).sum(axis=(0, 1)) / (2 * k * (k - 1))
-        skill = skill - spread
-    return float(skill[valid].mean())
+CARD_METHODS = ("stldm", "stldm_first_estimate", "persistence", "extrapolation")
 
 
-class Counts:
-    """Contingency counts per lead time, summed over everything scored."""
-
-    def __init__(self, n_leads: int) -> None:
-        self.hits = np.zeros(n_leads)
-        self.misses = np.zeros(n_leads)
-        self.false_alarms = np.zeros(n_leads)
-
-    def add(self, lead: int, forecast: np.ndarray, truth: np.ndarray, valid: np.ndarray,
-            threshold: float) -> None:
-        """forecast (..., H, W) and truth (H, W) in mm/h; valid (H, W) bool."""
-        f, o = forecast >= threshold, np.broadcast_to(truth >= threshold, forecast.shape)
-        v = np.broadcast_to(valid, forecast.shape)
-        self.hits[lead] += np.sum(f & o & v)
-        self.misses[lead] += np.sum(~f & o & v)
-        self.false_alarms[lead] += np.sum(f & ~o & v)
-
-    def csi(self) -> np.ndarray:
-        return self.hits / np.maximum(self.hits + self.misses + self.false_alarms, 1)
-
-
-def validation_windows(manifest: dict, transform, stride: int | None = None):
-    """The validation windows of the run that made ``manifest`` (its data, steps and split rule),
-    and the run's steps."""
-    from radar.split import SplitRule
-    from training.data import build_splits
-
-    cfg, data = manifest["training"]["config"], manifest["training"]["data"]
-    steps = tuple(data.get("steps") or [cfg["step_minutes"]])
-    rule = SplitRule(**data["split"]) if "split" in data else SplitRule(
-        val_fraction=cfg["val_fraction"], seed=cfg["seed"], test_minutes=0, test_region="", val_region="")
-    val = build_splits(
-        data["files"], t_in=cfg["t_in"], t_out=cfg["t_out"], steps=steps, size=cfg["size"],
-        cell_km=cfg["cell_km"], transform=transform, rule=rule, min_leads=cfg.get("min_leads", cfg["t_out"]),
-        min_coverage=cfg["min_coverage"], min_rain_fraction=cfg.get("min_rain_fraction", 0.0),
-        stride=stride or cfg.get("stride") or None, augment=False, which=("val",))["val"]
-    return val, steps
-
-
-def score(model, windows, *, members: int, threshold: float = 1.0, seed: int = 0,
-          matching: str = "none", guidance: float = 1.0, steps: int = 20, advection: str = "none",
-          extrapolation: bool = False) -> dict:
-    """Per-lead CSI and CRPS of the ensemble, the first estimate and persistence, and of pysteps
-    extrapolation (Lucas-Kanade + semi-Lagrangian) when ``extrapolation``."""
-    transform, t_out = model.config.transform, model.config.t_out
-    names = ("ensemble", "first_estimate", "persistence") + (("extrapolation",) if extrapolation else ())
-    if extrapolation:
-        from verification.baselines import extrapolation_nowcast
-    counts = {n: Counts(t_out) for n in names}
-    crps = {n: np.zeros(t_out) for n in names}
-    for i in range(len(windows)):
-        item = windows[i]
-        out = model.forecast(item["x"][None], members=members, seed=seed + i, matching=matching,
-                             advection=advection, guidance=guidance, steps=steps)
-        ens = transform.from_pixel(out.members[0].numpy(), "mm/h")  # (K, T, H, W)
-        first = transform.from_pixel(out.first_estimate[0].numpy(), "mm/h")
-        truth = transform.from_pixel(item["y"].numpy(), "mm/h")
-        last = transform.from_pixel(item["x"][-1].numpy(), "mm/h")
-        valid = item["valid"][model.config.t_in:].numpy()
-        if extrapolation:
-            frames = np.where(item["valid"][:model.config.t_in].numpy(),
-                              transform.from_pixel(item["x"].numpy(), "mm/h"), np.nan)
-            advected = np.nan_to_num(extrapolation_nowcast(frames, n_leadtimes=t_out), nan=0.0)
-        for lead in range(t_out):
-            forecasts = {"ensemble": ens[:, lead], "first_estimate": first[lead][None],
-                         "persistence": last[None]}
-            if extrapolation:
-                forecasts["extrapolation"] = advected[lead][None]
-            for name, fc in forecasts.items():
-                counts[name].add(lead, fc, truth[lead], valid[lead], threshold)
-                crps[name][lead] += fair_crps(fc, truth[lead], valid[lead])
-    return {n: {"csi": counts[n].csi().tolist(), "crps": (crps[n] / len(windows)).tolist()}
-            for n in names}
+def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptions, *,
+                      methods: tuple[str, ...] = CARD_METHODS) -> dict:
+    """Per group and method, the criteria at 30 and 60 min and the mean fair CRPS over all leads."""
+    thresholds = [threshold_to_mmh(v, "mm/h", nowcaster.config.transform) for v in (1.0, 5.0)]
+    groups, _ = score_windows(nowcaster, windows, options, methods=methods, thresholds=thresholds,
+                              progress="validate")
+    results = {}
+    for name, g in sorted(groups.items()):
+        results[name] = {"lead_minutes": [(k + 1) * g["step"] for k in range(nowcaster.config.t_out)],
+                         "thresholds": [{"label": t.label, "mmh": t.mmh} for t in thresholds],
+                         "windows": len(g["windows"]),
+                         "scores": {m: sc.to_dict() for m, sc in g["scores"].items()}}
+    table = summary(results)
+    crps = [r["scores"]["stldm"]["crps_all_leads"] for r in results.values()]
+    return {"groups": table, "windows": {n: r["windows"] for n, r in results.items()},
+            "stldm_crps_all_leads": float(np.mean([c for c in crps if c is not None])) if crps else None}
 
 
 def init_summary(init: Path) -> dict | None:
@@ -186,108 +125,113 @@ def _stages(init: dict | None) -> str:
     return "".join(lines)
 
 
-def model_card(manifest: dict, scores: dict, step_minutes: int, n_windows: int, members: int, *,
-               guidance: float = 1.0, steps: int = 20, matching: str = "cdf", advection: str = "bulk") -> str:
+def model_card(manifest: dict, chosen: dict, trials: list[dict]) -> str:
     training = manifest["training"]
     cfg, data = training["config"], training["data"]
-    leads = [i for i in (5, 11) if i < len(scores["ensemble"]["csi"])]
-    rows = "\n".join(
-        f"| {name} | " + " | ".join(
-            f"{scores[name]['csi'][i]:.3f} | {scores[name]['crps'][i]:.3f}" for i in leads) + " |"
-        for name in scores)
-    commands = _commands(training)
-    frame = ("; the last stage cut every window along its own bulk motion (`--advection bulk`, "
-             "the frame the service forecasts in)" if cfg.get("advection") == "bulk" else "")
-    motion = (f", and a random added motion of up to {cfg['motion_kmh']} km/h (`--motion-kmh`)"
-              if cfg.get("motion_kmh") else "")
-    stages = _stages(training.get("init_training"))
-    heads = " | ".join(f"CSI 1 mm/h @{(i + 1) * step_minutes} min | CRPS @{(i + 1) * step_minutes} min"
-                       for i in leads)
+    rows = []
+    for name, methods in chosen["scores"]["groups"].items():
+        for method, row in methods.items():
+            cells = [row.get(f"{k}_{m}") for k in ("csi_1mmh", "crps", "brier_1mmh", "spread_skill")
+                     for m in (30, 60)]
+            rows.append(f"| {name} | {method} | " + " | ".join(
+                "" if v is None else f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}" for v in cells) + " |")
+    trial_rows = "\n".join(
+        f"| {t['options']['advection']} | {t['options']['matching']} | {t['options']['motion_spread']} | "
+        f"{t['options']['guidance']} | {t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
     return f"""# Default model: {manifest['model_version']}
 
 STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
-{cfg['t_out']} frames of {cfg['size']} x {cfg['size']} cells of {cfg['cell_km']} km at \
-{cfg['step_minutes']}-minute steps. Pixels: HKO-7 convention `(dBZ + 10) / 70`, Marshall-Palmer \
-Z = 200 R^1.6 (`config.json`, `transform`).
+{cfg['t_out']} frames, trained on windows of {cfg['size']} x {cfg['size']} cells of {cfg['cell_km']} km \
+at the steps {data.get('steps')} min (a step embedding). Pixels: HKO-7 convention \
+`(dBZ + 10) / 70`, Marshall-Palmer Z = 200 R^1.6 (`config.json`, `transform`).
 
 ## Training
-{commands}
-- Data: {', '.join(Path(f).name for f in data.get('files', []))} (MRMS files skipped: their
-  2-minute step does not divide 5 minutes). Windows: {data.get('windows_train')} training,
-  {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_file', {}))}); split by
-  time blocks, no frame in both; flips and rotations for training{motion}{frame}.
+{_commands(training)}
+- Data: {', '.join(Path(f).name for f in data.get('files', []))}. Windows: {data.get('windows_train')} \
+training, {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_step', {}))}); split \
+by `radar.split` ({json.dumps(data.get('split'))}): the last block of every network's time and the \
+held-out regions are never trained on or selected on.
+- Frame: `--advection {cfg.get('advection')}`.
 - Recipe: strategy {cfg['strategy']}, {training['step']} steps of batch {cfg['batch_size']},
   AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine to {cfg['min_lr']}), weight decay
   {cfg['weight_decay']}, clipping {cfg['grad_clip']}, EMA {cfg['ema_decay']}, seed {cfg['seed']}.
 - Wall time: {training['wall_seconds'] / 60:.1f} min on {json.dumps(training['hardware'])}.
-{stages}- Checkpoint: the lowest validation loss of the run.
+{_stages(training.get('init_training'))}- Checkpoint: the lowest validation loss of the run.
 
-## Validation scores ({n_windows} windows, {members} members, {steps} DDIM steps, guidance {guidance}, \
-matching {matching}, advection {advection})
+## Defaults, chosen on the validation windows
 
-Scored on the validation windows only (never used for gradient steps; they did select this
-checkpoint among the run's saves). CSI counts every member; CRPS is the fair ensemble CRPS in
-mm/h (the MAE for single forecasts). Higher CSI and lower CRPS are better. Extrapolation is
-pysteps' Lucas-Kanade motion with semi-Lagrangian advection of the last frame (when pysteps is
-installed), the classical reference a learned model should approach.
+Every combination below was scored on the validation windows ({json.dumps(chosen['scores']['windows'])});
+the lowest mean fair CRPS (mm/h, all groups and leads) is the checkpoint's default (`manifest.json`,
+`nowcast`): {json.dumps(chosen['options'])}.
 
-| forecast | {heads} |
-|---|{'---|' * (2 * len(leads))}
-{rows}
+| advection | matching | motion_spread | guidance | CRPS |
+|---|---|---|---|---|
+{trial_rows}
 
-These few windows from one KNMI event are a sanity check, not a verification: see
-`nowcast evaluate` for the comparison with pysteps on held-out events.
+## Validation scores with the defaults
+
+Member CSI counts every member; CRPS is the fair ensemble CRPS in mm/h (the MAE of single
+forecasts); Brier at 1 mm/h; spread/skill is the ensemble spread over the RMSE of its mean.
+These windows chose the defaults: `nowcast evaluate` reports the held-out ones.
+
+| group | method | CSI 1 @30 | @60 | CRPS @30 | @60 | Brier 1 @30 | @60 | spread/skill @30 | @60 |
+|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
 
 ## Licences
-Trained on data from the Finnish Meteorological Institute (FMI), CC BY 4.0, and KNMI (Royal
-Netherlands Meteorological Institute), CC BY 4.0; modified.
+Trained on data from the Finnish Meteorological Institute (FMI), CC BY 4.0; KNMI (Royal Netherlands
+Meteorological Institute), CC BY 4.0; MeteoSwiss, CC BY 4.0; NOAA/NSSL and NOAA/NCEP MRMS (U.S.
+Government work); modified.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.scorecard", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.scorecard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--members", type=int, default=10)
-    parser.add_argument("--stride", type=int, default=None,
-                        help="window spacing in cells for the scored windows (default: the run's)")
-    parser.add_argument("--matching", choices=MATCHINGS, default="cdf",
-                        help="probability matching of the members (as the service delivers them)")
-    parser.add_argument("--advection", choices=ADVECTIONS, default="bulk",
-                        help="forecast in a frame moving with the rain (as the service delivers them)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance w")
+    parser.add_argument("--advection", choices=ADVECTIONS, nargs="+", default=None,
+                        help="frames to try (default: the one the run trained in)")
+    parser.add_argument("--matching", choices=MATCHINGS, nargs="+", default=["cdf"])
+    parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0],
+                        help="sizes of the member-wise motion perturbations to try (dense frame)")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--max-windows", type=int, default=None, help="score every n-th window only")
+    parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,
+                        help="methods scored next to the ensemble (add steps for pysteps STEPS)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
+    nowcaster = Nowcaster.from_checkpoint(args.checkpoint)
     manifest = read_manifest(args.checkpoint)
     earlier = _init_training(manifest)
     if earlier:
         manifest["training"]["init_training"] = earlier
-    windows, step = validation_windows(manifest, model.config.transform, args.stride)
-    extrapolation = importlib.util.find_spec("pysteps") is not None
-    if not extrapolation:
-        log.warning("pysteps is not installed (pip install 'nowcast[eval]'): no extrapolation row")
-    with torch.inference_mode():
-        scores = score(model, windows, members=args.members, matching=args.matching,
-                       guidance=args.guidance, steps=args.steps, advection=args.advection,
-                       extrapolation=extrapolation)
+    windows = checkpoint_windows(manifest, nowcaster, "val", max_windows=args.max_windows)
+    trials = []
+    frames = args.advection or [nowcaster.defaults.advection]
+    for advection, matching, spread, guidance in itertools.product(frames, args.matching, args.motion_spread,
+                                                                   args.guidance):
+        options = nowcaster.options(members=args.members, steps=args.steps, guidance=guidance,
+                                    matching=matching, advection=advection, motion_spread=spread)
+        scores = validation_scores(nowcaster, windows, options, methods=args.methods)
+        log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
+        trials.append({"options": dataclasses.asdict(options), "scores": scores})
+    chosen = min(trials, key=lambda t: t["scores"]["stldm_crps_all_leads"])
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
-    manifest["scores"] = {"validation_windows": len(windows), "members": args.members,
-                          "matching": args.matching, "advection": args.advection,
-                          "guidance": args.guidance, "steps": args.steps,
-                          "threshold_mm_h": 1.0, "lead_minutes": [(i + 1) * step for i in range(len(
-                              scores["ensemble"]["csi"]))], **scores}
+    options = {k: v for k, v in chosen["options"].items() if k != "seed"}
+    manifest["nowcast"] = {**options, "step_minutes": list(nowcaster.defaults.step_minutes),
+                           "cell_km": nowcaster.defaults.cell_km}
+    manifest["scores"] = {"validation": chosen["scores"], "trials": trials}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, scores, step, len(windows), args.members,
-                                                       guidance=args.guidance, steps=args.steps,
-                                                       matching=args.matching, advection=args.advection))
-    log.info("wrote %s", args.out)
+    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials))
+    log.info("wrote %s with defaults %s", args.out, options)
     return 0
 
 

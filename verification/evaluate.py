@@ -1,11 +1,11 @@
-"""``nowcast evaluate``: verify a checkpoint against pysteps on held-out radar events.
+"""``nowcast evaluate``: verify a checkpoint against pysteps on held-out radar windows.
 
 Every method forecasts the same windows from the same inputs and is scored on the same
 cells, in mm/h:
 
-- ``stldm``: the STLDM ensemble (``model.forecast``, seed ``seed + window``, probability
-  matching and bulk advection as the service delivers it unless ``matching="none"`` or
-  ``advection="none"``);
+- ``stldm``: the STLDM ensemble exactly as the service delivers it (``model.nowcast.Nowcaster``
+  with the checkpoint's defaults, seed ``seed + window``; ``--matching``, ``--advection``,
+  ``--motion-spread``, ``--steps`` and ``--guidance`` override a default);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
@@ -16,34 +16,28 @@ all (so leaving out ``extrapolation`` and ``steps`` skips pysteps, the slow part
 timing is then None in ``scores.json`` ("nan" in the report) and ``case.png`` needs both
 ``stldm`` and ``steps``.
 
-Held-out data
-    Files that the checkpoint's manifest lists with training or validation windows are
-    refused unless ``allow_training_data``; the default model (FMI + KNMI) never saw the
-    MRMS events (listed in its data, but skipped: their 2-min step does not divide 5 min).
+Held-out windows
+    The windows are the ``test`` split of the checkpoint's own split rule (``radar.split``,
+    recorded in its manifest with its data files): the last block of every network's time and
+    the held-out region(s), never used for training or for choosing checkpoints and defaults.
+    ``--split-from CHECKPOINT`` takes another checkpoint's rule and files (to score an older
+    model on the same windows); files that gave the evaluated checkpoint training or validation
+    windows are then refused unless ``--allow-training-data``. ``--events`` restricts the files.
 
-Time step
-    Events are read, area-averaged to the model's ``cell_km`` (``radar.events``) and
-    resampled to the model's step by linear interpolation in time (in mm/h) between the two
-    neighbouring native frames; a cell is no data when either neighbour is. With a 2-min
-    native step and a 5-min model step, every other 5-min frame (5, 15, 25, ... min) is the
-    mean of two native frames, which smooths moving cells a little in the inputs and the
-    truth alike. A native step that divides the model step is plain subsampling.
-
-Windows
-    ``t_in`` input frames plus as many lead times as every event holds (at most ``t_out``;
-    70-min MRMS events at 5 min give 10 lead times, 50 min) on ``size x size`` tiles
-    (``radar.windows``: tiles centred in the grid, kept when at least ``min_coverage`` of
-    the cells have data). Windows with less than ``min_rain_fraction`` of rainy input cells
-    are dropped (nothing to verify); the rest are ranked by that fraction, the wettest
-    ``max_windows`` kept. The selection looks at the inputs only, never at the truth.
+Windows and steps
+    ``t_in`` inputs and up to ``t_out`` leads on ``size x size`` tiles that do not overlap, at
+    the model step each network serves (``radar.read.serving_step``: 5 min for the 5-minute
+    networks, 2 min for MRMS when served). Windows are cut short at the end of the held-out
+    time; the leads they lack are left out of every score. Scores are kept per *group* of one
+    network and one step (lead times in minutes differ between steps) and reported per group.
 
 Scoring
     Cells where the truth has no data are left out. NaN in a forecast (pysteps advects
     no-data in from outside the domain) counts as 0 mm/h; the fraction so filled is recorded.
     SSIM is computed on model pixels (data range 1, the paper's convention), all other scores
-    on mm/h. Timing: wall seconds of each STLDM ensemble call and each STEPS call (both 20
-    lead times, the same members and input), median over the windows after the first; torch
-    runs on ``threads`` CPU threads (default 1, as STEPS runs with one worker).
+    on mm/h. Timing: wall seconds of each STLDM ensemble call and each STEPS call (the same
+    members, lead times and input), median over the windows after the first; torch runs on
+    ``threads`` CPU threads (default 1, as STEPS runs with one worker).
 """
 
 from __future__ import annotations
@@ -52,55 +46,45 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.advection import ADVECTIONS
-from model.transform import PixelTransform
-from verification.ensemble_metrics import (
-    CRPSAccumulator,
-    ProbabilityAccumulator,
-    RankHistogram,
-    SpreadSkillAccumulator,
-)
-from verification.metrics import (
-    PAPER_THRESHOLDS_255,
-    ContingencyAccumulator,
-    ErrorAccumulator,
-    FSSAccumulator,
-    SSIMAccumulator,
-    Threshold,
-    threshold_to_mmh,
-)
+from model.checkpoint import read_manifest
+from model.nowcast import Nowcaster
+from model.options import ADVECTIONS, MATCHINGS, NowcastOptions
+from radar.split import SplitRule, Window, WindowShape, windows_of
+from verification.baselines import extrapolation_nowcast, steps_nowcast
+from verification.metrics import PAPER_THRESHOLDS_255, Threshold, threshold_to_mmh
 from verification.report import REPORT_THRESHOLDS_MMH, markdown_report
+from verification.scores import FSS_SCALES, POOLS, MethodScores, jsonable
 
 log = logging.getLogger(__name__)
 
 METHODS = ("stldm", "stldm_first_estimate", "persistence", "extrapolation", "steps")
 ENSEMBLES = ("stldm", "steps")
-POOLS = (1, 4, 16)
-FSS_SCALES = (1, 5, 17)  # cells: 4, 20 and 68 km at 4 km
 
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    """Arguments of :func:`evaluate`; names match the command-line flags."""
+    """Arguments of :func:`evaluate`; names match the command-line flags. ``None`` options of
+    the forecast take the checkpoint's defaults."""
 
     checkpoint: Path
-    events: tuple[Path, ...]
-    members: int = 10
+    events: tuple[Path, ...] = ()
+    split_from: Path | None = None
+    members: int | None = None
     max_windows: int | None = None
     out: Path = Path("out/evaluate")
-    step_minutes: int | None = None  # default: the checkpoint's training step
     seed: int = 0
     thresholds: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)  # mm/h
     paper_thresholds: str = "hko7"
-    min_rain_fraction: float = 0.05
-    matching: str = "cdf"
-    advection: str = "bulk"
-    steps: int = 20
+    matching: str | None = None
+    advection: str | None = None
+    motion_spread: float | None = None
+    guidance: float | None = None
+    steps: int | None = None
     allow_training_data: bool = False
     lpips_weights: Path | None = None
     fvd_weights: Path | None = None
@@ -109,155 +93,59 @@ class EvaluateOptions:
     methods: tuple[str, ...] = METHODS
 
 
-@dataclass(eq=False)
-class Window:
-    """One evaluation case: ``values`` (t_in + n_leads, size, size) mm/h, NaN = no data."""
-
-    source: str
-    start: str
-    y0: int
-    x0: int
-    rain_fraction: float
-    values: np.ndarray = field(repr=False)
-
-
-def resample_linear(values: np.ndarray, times: np.ndarray,
-                    step_minutes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resample frames to ``step_minutes`` by linear interpolation in time.
-
-    Parameters
-    ----------
-    values : np.ndarray
-        (T, H, W) float32 rain rate in mm/h, NaN = no data, at a regular native step.
-    times : np.ndarray
-        (T,) datetime64, strictly increasing and regular.
-    step_minutes : int
-
-    Returns
-    -------
-    values, times
-        (T', H, W) float32 frames at ``times[0] + k * step_minutes`` up to ``times[-1]``;
-        NaN where either neighbouring native frame is NaN (except at exact native times).
-    """
-    minutes = (times - times[0]) / np.timedelta64(1, "m")
-    steps = np.diff(minutes)
-    if len(minutes) < 2 or np.any(np.abs(steps - steps[0]) > 1e-6) or steps[0] <= 0:
-        raise ValueError("resampling needs at least 2 frames at one regular time step")
-    targets = np.arange(0.0, minutes[-1] + 1e-6, float(step_minutes))
-    out = np.empty((len(targets), *values.shape[1:]), dtype=np.float32)
-    for n, target in enumerate(targets):
-        i = min(int(np.searchsorted(minutes, target + 1e-6, side="right")) - 1, len(minutes) - 2)
-        w = (target - minutes[i]) / steps[0]
-        if w < 1e-6:
-            out[n] = values[i]
-        elif w > 1 - 1e-6:
-            out[n] = values[i + 1]
-        else:
-            out[n] = (1.0 - w) * values[i] + w * values[i + 1]
-    return out, times[0] + (targets * 60e9).astype("timedelta64[ns]")
-
-
 def training_files(manifest: dict) -> set[str]:
     """File names that gave training or validation windows to the checkpoint."""
     per_file = manifest.get("training", {}).get("data", {}).get("windows_per_file", {})
     return {name for split in per_file.values() for name, n in split.items() if n > 0}
 
 
-def event_windows(path: Path, *, t_in: int, n_frames: int | None, size: int, cell_km: float,
-                  step_minutes: int, transform: PixelTransform, min_coverage: float,
-                  min_rain_fraction: float) -> list[Window]:
-    """Windows of one event file (see the module docstring), wettest inputs first."""
-    from radar.events import coarsen_factor, coarsen_values, read_header
-    from radar.read import read_event
-    from radar.windows import candidate_windows
+def checkpoint_windows(manifest: dict, nowcaster: Nowcaster, which: str, *, split_from: Path | None = None,
+                       events: tuple[Path, ...] = (), allow_training_data: bool = False,
+                       max_windows: int | None = None) -> list[Window]:
+    """The ground windows of split ``which`` of a checkpoint's own split rule and files (or of
+    ``split_from``'s), ``config.size`` wide without overlap, each network at the step it is
+    served at (5 min where served, else its smallest step).
 
-    header = read_header(path)
-    coarsen = coarsen_factor(header.native_km, cell_km, source=header.source)
-    seq = read_event(path, quantity=header.quantity)
-    values = coarsen_values(seq.values, coarsen, seq.unit)
-    if seq.unit == "dBZ":
-        values = transform.dbz_to_rain(values)
-    values, times = resample_linear(values, seq.times, step_minutes)
-    n_frames = n_frames or len(values)
-    valid = np.isfinite(values)
-    rain = np.nan_to_num(values, nan=0.0)
-    table = candidate_windows(rain, valid, n_frames=n_frames, frame_stride=1, size=size, stride=size,
-                              min_coverage=min_coverage, min_rain_fraction=0.0,
-                              rain_pixel=transform.rain_min)
-    windows = []
-    for start, y0, x0 in table:
-        cut = values[start : start + n_frames, y0 : y0 + size, x0 : x0 + size]
-        inputs = cut[:t_in]
-        fraction = float((inputs >= transform.rain_min).sum() / max(np.isfinite(inputs).sum(), 1))
-        if fraction >= min_rain_fraction:
-            windows.append(Window(header.source, f"{np.datetime_as_string(times[start], unit='s')}Z",
-                                  int(y0), int(x0), fraction, np.ascontiguousarray(cut)))
-    log.info("%s: %d windows of %d frames (%d with >= %.0f%% rainy input cells)", header.source,
-             len(table), n_frames, len(windows), 100 * min_rain_fraction)
+    ``events`` restricts the files; with ``split_from``, files that gave this checkpoint
+    training or validation windows are refused unless ``allow_training_data``.
+    """
+    source = manifest if split_from is None else read_manifest(split_from)
+    training = source.get("training") or {}
+    cfg, data = training.get("config") or {}, training.get("data") or {}
+    if "split" not in data:
+        raise ValueError(f"{split_from or manifest.get('model_version')} records no split rule (trained "
+                         "before radar.split): pass --split-from a checkpoint that does")
+    files = [Path(f) for f in data["files"]]
+    if events:
+        wanted = {p.name for p in events}
+        files = [f for f in files if f.name in wanted]
+        if not files:
+            raise ValueError(f"none of {sorted(wanted)} is among the split's files")
+    if split_from is not None:
+        used = training_files(manifest)
+        for path in files:
+            if path.name in used and not allow_training_data:
+                raise ValueError(f"{path.name} gave training/validation windows to the checkpoint "
+                                 "(manifest); pass --events without it or --allow-training-data")
+    config = nowcaster.config
+    shape = WindowShape(t_in=config.t_in, t_out=config.t_out, size=config.size, stride=config.size,
+                        min_leads=cfg.get("min_leads", 6), min_coverage=cfg.get("min_coverage", 0.5),
+                        min_rain_fraction=cfg.get("min_rain_fraction", 0.0))
+    windows = windows_of(files, which=which, shape=shape, rule=SplitRule(**data["split"]),
+                         steps=nowcaster.defaults.step_minutes, cell_km=float(cfg.get("cell_km", 4.0)),
+                         transform=config.transform)
+    native: dict[str, set[int]] = {}
+    for w in windows:
+        native.setdefault(w.network, set()).add(w.step_minutes)
+    keep = {net: 5 if 5 in steps else min(steps) for net, steps in native.items()}
+    windows = [w for w in windows if w.step_minutes == keep[w.network]]
+    if max_windows:
+        windows = windows[:: max(1, len(windows) // max_windows)]
     return windows
 
 
-class MethodScores:
-    """All accumulators of one method (ensemble scores only for ensembles)."""
-
-    def __init__(self, thresholds: list[Threshold], n_leads: int, n_members: int, ensemble: bool,
-                 seed: int) -> None:
-        self.contingency = ContingencyAccumulator(thresholds, n_leads, pools=POOLS)
-        self.fss = FSSAccumulator(thresholds, n_leads, scales=FSS_SCALES)
-        self.errors = ErrorAccumulator(n_leads)
-        self.ssim = SSIMAccumulator(n_leads, data_range=1.0)
-        self.crps = CRPSAccumulator(n_leads)
-        self.prob = ProbabilityAccumulator(thresholds, n_leads, n_levels=n_members + 1)
-        self.rank = RankHistogram(n_members, n_leads, seed=seed) if ensemble else None
-        self.spread = SpreadSkillAccumulator(n_leads) if ensemble else None
-        self.nan_filled, self.cells = 0, 0
-
-    def add(self, forecast: np.ndarray, truth: np.ndarray, valid: np.ndarray,
-            transform: PixelTransform) -> None:
-        """forecast (K, T, H, W) mm/h (NaN = 0), truth (T, H, W) mm/h, valid (T, H, W)."""
-        self.nan_filled += int(np.isnan(forecast).sum())
-        self.cells += forecast.size
-        forecast = np.nan_to_num(forecast, nan=0.0)
-        for acc in (self.contingency, self.fss, self.errors, self.crps, self.prob, self.rank, self.spread):
-            if acc is not None:
-                acc.add(forecast, truth, valid)
-        self.ssim.add(transform.to_pixel(forecast, "mm/h"), transform.to_pixel(truth, "mm/h"), valid)
-
-    def to_dict(self) -> dict:
-        """Per lead and over all leads (counts summed first), NaN as None."""
-        out: dict = {}
-        for suffix, over in (("", False), ("_all_leads", True)):
-            out.update({f"{k}{suffix}": v for k, v in self.contingency.scores(over_leads=over).items()})
-            out[f"fss{suffix}"] = self.fss.scores(over_leads=over)
-            out.update({f"{k}{suffix}": v for k, v in self.errors.scores(over_leads=over).items()})
-            out[f"ssim{suffix}"] = self.ssim.scores(over_leads=over)
-            out[f"crps{suffix}"] = self.crps.scores(over_leads=over)
-            out.update({f"{k}{suffix}": v for k, v in self.prob.scores(over_leads=over).items()})
-            if self.spread is not None:
-                out.update({f"spread_skill_{k}{suffix}": v
-                            for k, v in self.spread.scores(over_leads=over).items()})
-        out["reliability"] = self.prob.reliability()
-        if self.rank is not None:
-            out["rank_histogram"] = self.rank.scores()
-        out["nan_filled_fraction"] = self.nan_filled / max(self.cells, 1)
-        return jsonable(out)
-
-
-def jsonable(x):
-    """numpy arrays and scalars -> lists and floats, NaN -> None."""
-    if isinstance(x, dict):
-        return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, float | np.floating):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, Path):
-        return str(x)
-    return x
+def group_name(window: Window) -> str:
+    return f"{window.network} @{window.step_minutes} min"
 
 
 def perceptual_status(name: str, weights: Path | None) -> str:
@@ -300,148 +188,223 @@ def methods_argument(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def score_windows(nowcaster: Nowcaster, windows: list[Window], options: NowcastOptions, *,
+                  methods: tuple[str, ...], thresholds: list[Threshold], seed: int = 0,
+                  progress: str = "evaluate") -> tuple[dict[str, dict], dict[str, list[float]]]:
+    """Forecast every window with every method and accumulate the scores per group.
+
+    The one scoring loop of the project: ``nowcast evaluate`` runs it on the held-out windows,
+    the scorecard (``training.scorecard``) on the validation windows.
+
+    Parameters
+    ----------
+    nowcaster : the checkpoint's pipeline; STLDM forecasts exactly as the service's.
+    windows : ground windows (:func:`radar.split.windows_of`), ``t_in`` inputs and up to
+        ``t_out`` leads.
+    options : the STLDM options (members also size the STEPS ensemble); window ``i`` uses seed
+        ``seed + i``.
+    methods : among :data:`METHODS`.
+    thresholds : the event thresholds of the categorical and probabilistic scores.
+
+    Returns
+    -------
+    groups : per group name (:func:`group_name`): ``windows`` (their sources, starts, origins
+        and leads), ``step``, ``case`` (the first whole window, for plots) and ``scores`` (a
+        :class:`~verification.scores.MethodScores` per method).
+    seconds : wall seconds per window of ``stldm`` and ``steps``.
+    """
+    from tqdm import tqdm
+
+    config, transform = nowcaster.config, nowcaster.config.transform
+    cell_km = nowcaster.defaults.cell_km or 4.0
+    t_in, t_out = config.t_in, config.t_out
+    groups: dict[str, dict] = {}
+    seconds: dict[str, list[float]] = {"stldm": [], "steps": []}
+    run_stldm = bool({"stldm", "stldm_first_estimate"} & set(methods))
+    for i, win in enumerate(tqdm(windows, desc=progress, unit="window")):
+        name = group_name(win)
+        if name not in groups:
+            groups[name] = {"windows": [], "step": win.step_minutes, "case": None, "scores": {
+                m: MethodScores(thresholds, t_out, options.members if m in ENSEMBLES else 1, m in ENSEMBLES,
+                                seed) for m in methods}}
+        group = groups[name]
+        values = np.where(win.valid, transform.from_pixel(win.pixels, "mm/h"), np.nan)
+        x, n_leads = values[:t_in], len(values) - t_in
+        truth = np.zeros((t_out, *x.shape[1:]), np.float32)
+        valid = np.zeros(truth.shape, bool)
+        truth[:n_leads], valid[:n_leads] = np.nan_to_num(values[t_in:], nan=0.0), win.valid[t_in:]
+        forecasts = {}
+        if run_stldm:
+            times = [np.datetime64(t, "s").astype(object) for t in win.times[:t_in]]
+            start = time.perf_counter()
+            out = nowcaster.nowcast(x, unit="mm/h", timestamps=times, members=options.members,
+                                    steps=options.steps, guidance=options.guidance, seed=seed + i,
+                                    matching=options.matching, advection=options.advection,
+                                    motion_spread=options.motion_spread)
+            seconds["stldm"].append(time.perf_counter() - start)
+            forecasts["stldm"] = out.members
+            forecasts["stldm_first_estimate"] = out.first_estimate[None]
+        if "steps" in methods:
+            start = time.perf_counter()
+            forecasts["steps"] = steps_nowcast(x, n_members=options.members, n_leadtimes=t_out,
+                                               timestep_minutes=win.step_minutes, km_per_pixel=cell_km,
+                                               seed=seed + i)
+            seconds["steps"].append(time.perf_counter() - start)
+        forecasts["persistence"] = np.repeat(np.nan_to_num(x[-1:], nan=0.0)[None], t_out, axis=1)
+        if "extrapolation" in methods:
+            forecasts["extrapolation"] = extrapolation_nowcast(x, n_leadtimes=t_out)[None]
+        forecasts = {m: forecasts[m] for m in methods}
+        for method, fc in forecasts.items():
+            group["scores"][method].add(fc, truth, valid, transform)
+        start_time = f"{np.datetime_as_string(win.times[0], unit='s')}Z"
+        group["windows"].append({"source": win.source, "start": start_time, "y0": win.y0, "x0": win.x0,
+                                 "leads": n_leads})
+        if group["case"] is None and {"stldm", "steps"} <= set(methods) and n_leads == t_out:
+            group["case"] = {"window": len(group["windows"]) - 1, "inputs": x, "truth": truth, **forecasts}
+
+    return groups, seconds
+
+
 def evaluate(opts: EvaluateOptions) -> dict:
     """Run the evaluation and write ``scores.json``, ``report.md`` and plots under ``opts.out``."""
     import torch
-    from tqdm import tqdm
-
-    from model.checkpoint import load_checkpoint, read_manifest
-    from verification.baselines import extrapolation_nowcast, steps_nowcast
 
     methods = parse_methods(opts.methods)
-    if opts.members < 2:
-        raise ValueError(f"members must be >= 2 for ensemble scores, got {opts.members}")
     if opts.paper_thresholds not in (*PAPER_THRESHOLDS_255, "none"):
         raise ValueError(f"paper_thresholds must be one of {(*PAPER_THRESHOLDS_255, 'none')}")
     perceptual = {name: perceptual_status(name, w)
                   for name, w in (("lpips", opts.lpips_weights), ("fvd", opts.fvd_weights))}
-    manifest = read_manifest(opts.checkpoint)
     if opts.threads < 1:
         raise ValueError(f"threads must be >= 1, got {opts.threads}")
     torch.set_num_threads(opts.threads)
-    model = load_checkpoint(opts.checkpoint)
-    config, transform = model.config, model.config.transform
-    train_cfg = manifest.get("training", {}).get("config", {})
-    step = opts.step_minutes or int(train_cfg.get("step_minutes", 5))
-    cell_km = float(train_cfg.get("cell_km", 4.0))
-    used = training_files(manifest)
-    for path in opts.events:
-        if path.name in used and not opts.allow_training_data:
-            raise ValueError(f"{path.name} gave training/validation windows to {opts.checkpoint} "
-                             "(manifest); pass held-out events or --allow-training-data")
+    manifest = read_manifest(opts.checkpoint)
+    nowcaster = Nowcaster.from_checkpoint(opts.checkpoint)
+    options = nowcaster.options(members=opts.members, steps=opts.steps, guidance=opts.guidance,
+                                matching=opts.matching, advection=opts.advection,
+                                motion_spread=opts.motion_spread)
+    if options.members < 2:
+        raise ValueError(f"members must be >= 2 for ensemble scores, got {options.members}")
+    config, transform = nowcaster.config, nowcaster.config.transform
+    cell_km = nowcaster.defaults.cell_km or 4.0
     thresholds = [threshold_to_mmh(v, "mm/h", transform)
                   for v in sorted(set(opts.thresholds) | set(REPORT_THRESHOLDS_MMH))]
     if opts.paper_thresholds != "none":
         thresholds += [threshold_to_mmh(v, "pixel255", transform)
                        for v in PAPER_THRESHOLDS_255[opts.paper_thresholds]]
-    min_coverage = float(train_cfg.get("min_coverage", 0.5))
-    per_event = [event_windows(p, t_in=config.t_in, n_frames=None, size=config.size, cell_km=cell_km,
-                               step_minutes=step, transform=transform, min_coverage=min_coverage,
-                               min_rain_fraction=opts.min_rain_fraction) for p in opts.events]
-    frames = [w.values.shape[0] for ws in per_event for w in ws]
-    if not frames:
-        raise ValueError("no window passed the coverage and rain rules in the given events")
-    n_leads = min(config.t_out, min(frames) - config.t_in)
-    if n_leads < 1:
-        raise ValueError(f"events are too short for {config.t_in} inputs at {step} min")
-    windows = sorted((w for ws in per_event for w in ws), key=lambda w: -w.rain_fraction)
-    windows = windows[: opts.max_windows] if opts.max_windows else windows
-    leads = [(i + 1) * step for i in range(n_leads)]
-    log.info("%d windows, %d lead times (%d-%d min), %d members", len(windows), n_leads, leads[0],
-             leads[-1], opts.members)
-
-    scores = {m: MethodScores(thresholds, n_leads, opts.members if m in ENSEMBLES else 1,
-                              m in ENSEMBLES, opts.seed) for m in methods}
-    seconds: dict[str, list[float]] = {"stldm": [], "steps": []}
-    run_stldm = bool({"stldm", "stldm_first_estimate"} & set(methods))
-    case = None
-    for i, win in enumerate(tqdm(windows, desc="evaluate", unit="window")):
-        x, truth = win.values[: config.t_in], win.values[config.t_in : config.t_in + n_leads]
-        valid = np.isfinite(truth)
-        pixels = torch.from_numpy(transform.to_pixel(np.nan_to_num(x, nan=0.0), "mm/h"))[None]
-        forecasts = {}
-        if run_stldm:
-            start = time.perf_counter()
-            out = model.forecast(pixels, members=opts.members, steps=opts.steps, seed=opts.seed + i,
-                                 matching=opts.matching, advection=opts.advection)
-            seconds["stldm"].append(time.perf_counter() - start)
-            forecasts["stldm"] = transform.from_pixel(out.members[0, :, :n_leads].numpy(), "mm/h")
-            forecasts["stldm_first_estimate"] = transform.from_pixel(
-                out.first_estimate[0, None, :n_leads].numpy(), "mm/h")
-        if "steps" in methods:
-            start = time.perf_counter()
-            steps_fc = steps_nowcast(x, n_members=opts.members, n_leadtimes=config.t_out,
-                                     timestep_minutes=step, km_per_pixel=cell_km, seed=opts.seed + i)
-            seconds["steps"].append(time.perf_counter() - start)
-            forecasts["steps"] = steps_fc[:, :n_leads]
-        forecasts["persistence"] = np.repeat(np.nan_to_num(x[-1:], nan=0.0)[None], n_leads, axis=1)
-        if "extrapolation" in methods:
-            forecasts["extrapolation"] = extrapolation_nowcast(x, n_leadtimes=n_leads)[None]
-        forecasts = {m: forecasts[m] for m in methods}
-        for name, fc in forecasts.items():
-            scores[name].add(fc, np.where(valid, truth, 0.0), valid, transform)
-        if case is None and {"stldm", "steps"} <= set(methods):
-            case = {"window": i, "inputs": x, "truth": truth, **forecasts}
-
+    windows = checkpoint_windows(manifest, nowcaster, "test", split_from=opts.split_from, events=opts.events,
+                                 allow_training_data=opts.allow_training_data, max_windows=opts.max_windows)
+    if not windows:
+        raise ValueError("no held-out window passed the coverage and rain rules")
+    log.info("%d windows in %s, %d members, options %s", len(windows),
+             sorted({group_name(w) for w in windows}), options.members, options)
+    groups, seconds = score_windows(nowcaster, windows, options, methods=methods, thresholds=thresholds,
+                                    seed=opts.seed)
+    t_out = config.t_out
     median = {m: statistics.median(s[1:] if len(s) >= 3 else s) if s else float("nan")
               for m, s in seconds.items()}
     timing: dict[str, object] = {f"{m}_seconds_per_ensemble": v for m, v in median.items()}
     timing["ratio_stldm_over_steps"] = median["stldm"] / median["steps"]
-    timing.update(members=opts.members, lead_times=config.t_out, windows_timed=len(windows),
+    timing.update(members=options.members, lead_times=t_out, windows_timed=len(windows),
                   torch_threads=torch.get_num_threads(), per_window_seconds=seconds)
-    result = {
+    common = {
         "checkpoint": str(opts.checkpoint), "model_version": manifest.get("model_version"),
-        "options": jsonable(asdict(opts)),
-        "events": [str(p) for p in opts.events], "methods": list(methods),
-        "step_minutes": step, "cell_km": cell_km,
-        "resampling": "linear interpolation in time between neighbouring native frames",
-        "lead_minutes": leads, "members": opts.members, "pools": list(POOLS),
-        "fss_scales_cells": list(FSS_SCALES),
+        "options": jsonable(asdict(opts)), "nowcast_options": jsonable(asdict(options)),
+        "methods": list(methods), "cell_km": cell_km, "members": options.members,
+        "resampling": "none (each network at a step it is served at, native frames)",
+        "pools": list(POOLS), "fss_scales_cells": list(FSS_SCALES),
         "thresholds": [{"label": t.label, "mmh": t.mmh} for t in thresholds],
-        "windows": [{k: v for k, v in vars(w).items() if k != "values"} for w in windows],
         "lpips": perceptual["lpips"], "fvd": perceptual["fvd"], "timing": jsonable(timing),
-        "scores": {m: s.to_dict() for m, s in scores.items()},
     }
+    results = {name: {**common, "group": name, "step_minutes": g["step"],
+                      "lead_minutes": [(k + 1) * g["step"] for k in range(t_out)], "windows": g["windows"],
+                      "scores": {m: sc.to_dict() for m, sc in g["scores"].items()}}
+               for name, g in sorted(groups.items())}
+    result = {**common, "groups": results, "summary": summary(results)}
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / "scores.json").write_text(json.dumps(result, indent=1) + "\n")
-    plots = []
-    if opts.plots:
-        from verification.plots import write_plots
+    sections = []
+    report_timing = {k: float("nan") if v is None else v for k, v in common["timing"].items()}
+    for name, group_result in results.items():
+        plots = []
+        if opts.plots:
+            from verification.plots import write_plots
 
-        plots = write_plots(result, case, opts.out)
-    # the report formats the timing as numbers: a method not run reads "nan" there
-    report_timing = {k: float("nan") if v is None else v for k, v in result["timing"].items()}
-    (opts.out / "report.md").write_text(markdown_report({**result, "timing": report_timing}, plots))
+            folder = opts.out / name.replace(" ", "").replace("@", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            plots = [f"{folder.name}/{p}" for p in write_plots(group_result, groups[name]["case"], folder)]
+        sections.append(markdown_report({**group_result, "timing": report_timing}, plots))
+    (opts.out / "report.md").write_text(summary_markdown(result) + "\n\n" + "\n\n".join(sections))
     log.info("wrote %s", opts.out)
     return result
 
 
+def _at(values: list, lead_minutes: list[int], minutes: int):
+    return values[lead_minutes.index(minutes)] if minutes in lead_minutes else None
+
+
+def summary(results: dict) -> dict:
+    """Per group and method, the issue's criteria at 30 and 60 min: member CSI at 1 mm/h, fair
+    CRPS, Brier score at 1 mm/h and spread/skill (None where the windows lack that lead)."""
+    out: dict = {}
+    for name, r in results.items():
+        leads = r["lead_minutes"]
+        one = [t["mmh"] for t in r["thresholds"]].index(1.0)
+        out[name] = {}
+        for method, s in r["scores"].items():
+            row = {}
+            for minutes in (30, 60):
+                row[f"csi_1mmh_{minutes}"] = _at(s["csi"][0][one], leads, minutes)
+                row[f"crps_{minutes}"] = _at(s["crps"], leads, minutes)
+                row[f"brier_1mmh_{minutes}"] = _at(s["brier"][one], leads, minutes)
+                if "spread_skill_ratio" in s:
+                    row[f"spread_skill_{minutes}"] = _at(s["spread_skill_ratio"], leads, minutes)
+            out[name][method] = row
+    return out
+
+
+def summary_markdown(result: dict) -> str:
+    """The summary table of every group (the issue's criteria at 30 and 60 minutes)."""
+    head = ["group", "method"] + [f"{k} @{m}" for k in ("CSI 1", "CRPS", "Brier 1", "spread/skill")
+                                  for m in (30, 60)]
+    rows = []
+    for name, methods in result["summary"].items():
+        for method, row in methods.items():
+            cells = [row.get(f"{k}_{m}") for k in ("csi_1mmh", "crps", "brier_1mmh", "spread_skill")
+                     for m in (30, 60)]
+            rows.append([name, method] + ["" if v is None else f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}"
+                                          for v in cells])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return (f"# Held-out verification of {result['model_version']}\n\nOptions: {result['nowcast_options']}."
+            f" Member CSI counts every member; CRPS is the fair ensemble CRPS in mm/h; Brier at 1 mm/h; "
+            f"spread/skill is the ensemble spread over the RMSE of the ensemble mean.\n\n"
+            + "\n".join(lines))
+
+
 def add_evaluate_parser(sub) -> None:
     """Register ``nowcast evaluate`` on the ``nowcast`` subparsers ``sub``."""
-    defaults = EvaluateOptions(checkpoint=Path("checkpoints/default"), events=())
-    p = sub.add_parser("evaluate", help="verify a checkpoint against pysteps on held-out radar events")
+    defaults = EvaluateOptions(checkpoint=Path("checkpoints/default"))
+    p = sub.add_parser("evaluate", help="verify a checkpoint against pysteps on held-out radar windows")
     p.add_argument("--checkpoint", type=Path, default=defaults.checkpoint)
-    p.add_argument("--events", type=Path, nargs="+", required=True,
-                   help="held-out event files, e.g. ../shared/radar/events/mrms_*.nc")
-    p.add_argument("--members", type=int, default=defaults.members)
-    p.add_argument("--max-windows", type=int, default=None, help="score the N wettest windows")
+    p.add_argument("--events", type=Path, nargs="+", default=[],
+                   help="only the held-out windows of these files (default: all of the split's files)")
+    p.add_argument("--split-from", type=Path, default=None,
+                   help="use this checkpoint's split rule and files (default: the evaluated checkpoint's)")
+    p.add_argument("--members", type=int, default=None, help="ensemble size (default: the checkpoint's)")
+    p.add_argument("--max-windows", type=int, default=None, help="score every n-th window only")
     p.add_argument("--out", type=Path, default=defaults.out)
-    p.add_argument("--step-minutes", type=int, default=None,
-                   help="model step (default: the checkpoint's); events are resampled to it")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--thresholds", type=float, nargs="+", default=list(defaults.thresholds),
                    help="rain-rate thresholds in mm/h (1 and 5 are always scored)")
     p.add_argument("--paper-thresholds", choices=(*PAPER_THRESHOLDS_255, "none"),
                    default=defaults.paper_thresholds, help="also score the paper's 0-255 thresholds")
-    p.add_argument("--min-rain-fraction", type=float, default=defaults.min_rain_fraction,
-                   help="skip windows with fewer rainy input cells")
-    p.add_argument("--matching", choices=("cdf", "none"), default=defaults.matching)
-    p.add_argument("--advection", choices=ADVECTIONS, default=defaults.advection,
-                   help="bulk: forecast in a frame moving with the rain (model/advection.py); "
-                   "none: on the ground, as the paper")
-    p.add_argument("--steps", type=int, default=defaults.steps, help="DDIM steps")
+    p.add_argument("--matching", choices=MATCHINGS, default=None, help="default: the checkpoint's")
+    p.add_argument("--advection", choices=ADVECTIONS, default=None, help="default: the checkpoint's")
+    p.add_argument("--motion-spread", type=float, default=None, help="default: the checkpoint's")
+    p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--allow-training-data", action="store_true",
-                   help="score files that gave the checkpoint training/validation windows")
+                   help="with --split-from: score files that gave the checkpoint training/validation windows")
     p.add_argument("--lpips-weights", type=Path, default=None, help="LPIPS network weights (else skipped)")
     p.add_argument("--fvd-weights", type=Path, default=None, help="FVD (I3D) weights (else skipped)")
     p.add_argument("--threads", type=int, default=defaults.threads,
@@ -456,14 +419,13 @@ def add_evaluate_parser(sub) -> None:
 def cmd_evaluate(args) -> int:
     """The ``nowcast evaluate`` command: run :func:`evaluate` and log where the report is."""
     opts = EvaluateOptions(
-        checkpoint=args.checkpoint, events=tuple(args.events), members=args.members,
-        max_windows=args.max_windows, out=args.out, step_minutes=args.step_minutes, seed=args.seed,
-        thresholds=tuple(args.thresholds), paper_thresholds=args.paper_thresholds,
-        min_rain_fraction=args.min_rain_fraction, matching=args.matching, advection=args.advection,
-        steps=args.steps,
+        checkpoint=args.checkpoint, events=tuple(args.events), split_from=args.split_from,
+        members=args.members,
+        max_windows=args.max_windows, out=args.out, seed=args.seed, thresholds=tuple(args.thresholds),
+        paper_thresholds=args.paper_thresholds, matching=args.matching, advection=args.advection,
+        motion_spread=args.motion_spread, guidance=args.guidance, steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
-        fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads,
-        methods=args.methods)
+        fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads, methods=args.methods)
     evaluate(opts)
     log.info("report: %s", opts.out / "report.md")
     return 0

@@ -1,42 +1,6 @@
-"""Known answers of the model-card scores: fair CRPS and contingency-table CSI."""
+"""The scorecard: defaults chosen on the validation windows, the card's history of training stages."""
 
-import numpy as np
 import pytest
-
-from training.scorecard import Counts, fair_crps
-
-
-def test_fair_crps_of_a_perfect_ensemble_is_zero():
-    truth = np.full((4, 4), 3.0)
-    assert fair_crps(np.stack([truth] * 5), truth, np.ones((4, 4), bool)) == pytest.approx(0.0)
-
-
-def test_fair_crps_of_one_member_is_the_absolute_error():
-    truth = np.zeros((2, 2))
-    member = np.array([[[1.0, 2.0], [3.0, 4.0]]])
-    assert fair_crps(member, truth, np.ones((2, 2), bool)) == pytest.approx(2.5)
-
-
-def test_fair_crps_of_two_symmetric_members_around_the_truth():
-    # members y-1 and y+1: mean |X - y| = 1, spread term |X1 - X2| * 2 / (2 * 2 * 1) = 1
-    truth = np.zeros((1, 1))
-    members = np.array([[[-1.0]], [[1.0]]])
-    assert fair_crps(members, truth, np.ones((1, 1), bool)) == pytest.approx(0.0)
-
-
-def test_crps_ignores_pixels_without_data():
-    truth = np.zeros((1, 2))
-    members = np.array([[[1.0, 100.0]]])
-    assert fair_crps(members, truth, np.array([[True, False]])) == pytest.approx(1.0)
-
-
-def test_csi_from_summed_counts():
-    counts = Counts(1)
-    truth = np.array([[2.0, 2.0, 0.0, 0.0]])
-    forecast = np.array([[[2.0, 0.0, 2.0, 0.0]]])  # one hit, one miss, one false alarm
-    counts.add(0, forecast, truth, np.ones((1, 4), bool), threshold=1.0)
-    counts.add(0, forecast, truth, np.ones((1, 4), bool), threshold=1.0)
-    assert counts.csi()[0] == pytest.approx(1 / 3)
 
 
 def _training(config: dict, step: int, init_training=None) -> dict:
@@ -112,23 +76,37 @@ def test_init_summary_skips_an_init_folder_overwritten_by_the_model_itself(tmp_p
     assert summary["init_training"]["model_version"] == "first"
 
 
-def test_score_puts_extrapolation_next_to_persistence_on_moving_rain(tmp_path, write_event, tiny_model):
+def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults(tmp_path, tiny_model):
     pytest.importorskip("pysteps")
-    from model.transform import PixelTransform
-    from tests.training.helpers import build_windows as build_datasets
-    from training.scorecard import score
+    import json
 
-    rain = np.zeros((7, 64, 64), dtype=np.float32)
-    for t in range(7):  # a 16 x 12 block of 8 mm/h moving east 2 cells per step
-        rain[t, 24:40, 8 + 2 * t:20 + 2 * t] = 8.0
-    path = write_event(tmp_path / "moving.nc", rain)
-    windows, _ = build_datasets([path], t_in=3, t_out=4, step_minutes=5, size=64, cell_km=1.0,
-                                transform=PixelTransform(), val_fraction=0.0, augment=False)
-    scores = score(tiny_model, windows, members=2, extrapolation=True)
-    assert set(scores) == {"ensemble", "first_estimate", "persistence", "extrapolation"}
-    assert all(len(s["csi"]) == len(s["crps"]) == 4 for s in scores.values())
-    extrapolated, persisted = scores["extrapolation"], scores["persistence"]
-    assert persisted["csi"][-1] == pytest.approx(4 / 20)  # 12 wide, 8 cells apart: 4 of 20 columns
-    assert extrapolated["csi"][-1] > 0.7 > persisted["csi"][-1]
-    assert extrapolated["crps"][-1] < persisted["crps"][-1]
-    assert "extrapolation" not in score(tiny_model, windows, members=2)
+    from model.checkpoint import save_checkpoint
+    from model.nowcast import Nowcaster
+    from radar.split import SplitRule
+    from tests.verification.test_evaluate import write_event
+    from training.scorecard import main
+
+    files = [write_event(tmp_path / "aa_event.nc", frames=30, step=5)]
+    rule = SplitRule(val_fraction=0.5, test_minutes=0, block_minutes=40, test_region="", val_region="")
+    config = {"name": "t", "cell_km": 4.0, "min_leads": 2, "min_coverage": 0.5, "t_in": 3, "t_out": 4,
+              "size": 64, "advection": "dense", "strategy": "end_to_end", "steps": 10, "batch_size": 2,
+              "lr": 1e-4, "warmup_steps": 1, "min_lr": 1e-6, "weight_decay": 0.01, "grad_clip": 1.0,
+              "ema_decay": 0.0, "seed": 0, "init": "", "data": ["x"]}
+    training = {"config": config,
+                "step": 10, "wall_seconds": 6.0, "hardware": {"device": "cpu"},
+                "data": {"files": [str(f) for f in files], "steps": [2, 5, 6], "split": rule.to_dict(),
+                         "windows_per_file": {"train": {"aa_event.nc": 3}}}}
+    run = save_checkpoint(tiny_model, tmp_path / "run", extra={"training": training})
+    out = tmp_path / "shipped"
+    assert main(["--checkpoint", str(run), "--out", str(out), "--members", "2", "--steps", "2",
+                 "--motion-spread", "0", "3", "--matching", "none"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    trials = manifest["scores"]["trials"]
+    assert [t["options"]["motion_spread"] for t in trials] == [0.0, 3.0]
+    best = min(trials, key=lambda t: t["scores"]["stldm_crps_all_leads"])
+    assert manifest["nowcast"]["motion_spread"] == best["options"]["motion_spread"]
+    assert manifest["nowcast"]["advection"] == "dense" and manifest["nowcast"]["matching"] == "none"
+    defaults = Nowcaster.from_checkpoint(out).defaults  # every caller now gets these
+    assert defaults.motion_spread == best["options"]["motion_spread"] and defaults.matching == "none"
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card

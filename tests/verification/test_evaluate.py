@@ -8,34 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verification.evaluate import (
-    EvaluateOptions,
-    evaluate,
-    perceptual_status,
-    resample_linear,
-    training_files,
-)
-
-CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
-
-
-def test_resample_linear_interpolates_between_native_frames():
-    times = np.datetime64("2019-06-10T00:00") + np.arange(8) * np.timedelta64(2, "m")
-    values = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None] * 2.0, (8, 2, 2)).copy()
-    values[3, 0, 0] = np.nan  # the 6-min frame: spoils the 5-min frame, not the 10-min one
-    out, out_times = resample_linear(values, times, 5)
-    assert out.shape == (3, 2, 2)
-    np.testing.assert_allclose(out[:, 1, 1], [0.0, 5.0, 10.0])
-    assert np.isnan(out[1, 0, 0]) and out[2, 0, 0] == 10.0
-    assert out_times[1] == np.datetime64("2019-06-10T00:05")
-
-
-def test_resample_linear_is_subsampling_when_steps_divide():
-    times = np.datetime64("2020-01-01T00:00") + np.arange(7) * np.timedelta64(5, "m")
-    values = np.random.default_rng(0).random((7, 3, 3)).astype(np.float32)
-    values[2] = np.nan
-    out, _ = resample_linear(values, times, 10)
-    np.testing.assert_array_equal(out, values[::2])
+from model.checkpoint import save_checkpoint
+from radar.split import SplitRule
+from verification.evaluate import EvaluateOptions, evaluate, perceptual_status, training_files
 
 
 def test_training_files_come_from_the_manifest_windows():
@@ -54,66 +29,91 @@ def test_lpips_and_fvd_are_skipped_or_refused_clearly(tmp_path):
         perceptual_status("lpips", weights)
 
 
-def event_values(frames: int = 16, size: int = 128) -> np.ndarray:
-    """(frames, size, size) mm/h: a rain blob moving east one cell per 2-min frame, NaN strip."""
+def event_values(frames: int, size: int = 64, speed: float = 1.0) -> np.ndarray:
+    """(frames, size, size) mm/h: a rain blob moving east ``speed`` cells per frame, NaN strip."""
     t, y, x = np.mgrid[:frames, :size, :size].astype(np.float32)
-    blob = 12.0 * np.exp(-((y - 60.0) ** 2 + (x - 45.0 - t) ** 2) / (2 * 16.0**2))
+    blob = 12.0 * np.exp(-((y - 30.0) ** 2 + (x - 20.0 - speed * t) ** 2) / (2 * 8.0**2))
     values = np.where(blob >= 0.1, blob, 0.0).astype(np.float32)
-    values[:, :6, :] = np.nan  # a no-data strip
+    values[:, :4, :] = np.nan  # a no-data strip
     return values
 
 
-def write_event(path: Path, *, frames: int = 16, size: int = 128) -> Path:
-    """The moving blob at 2-min steps on a 0.04-degree grid (one 128 x 128 tile at 4 km)."""
+def write_event(path: Path, *, frames: int, step: int, speed: float = 1.0) -> Path:
+    """The moving blob at ``step``-minute frames on a 4 km grid (one 64 x 64 tile)."""
     import xarray as xr
 
-    values = event_values(frames, size)
-    times = np.datetime64("2021-07-01T12:00") + np.arange(frames) * np.timedelta64(2, "m")
+    values = event_values(frames, speed=speed)
+    times = np.datetime64("2021-07-01T12:00") + np.arange(frames) * np.timedelta64(step, "m")
     ds = xr.Dataset({"rain_rate": (("time", "y", "x"), values)},
-                    coords={"time": times, "y": np.arange(size), "x": np.arange(size)},
-                    attrs={"time_step_minutes": 2, "grid_spacing_deg": 0.04})
+                    coords={"time": times, "y": np.arange(64) * 4000.0, "x": np.arange(64) * 4000.0},
+                    attrs={"time_step_minutes": step, "grid_spacing_m_x": 4000.0, "grid_spacing_m_y": 4000.0})
     ds.to_netcdf(path, engine="netcdf4")
     return path
 
 
-@pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="needs checkpoints/default")
-def test_refuses_events_the_checkpoint_was_trained_on(tmp_path):
-    event = write_event(tmp_path / "knmi_20100826.nc", frames=4)
-    with pytest.raises(ValueError, match="allow-training-data"):
-        evaluate(EvaluateOptions(checkpoint=CHECKPOINT, events=(event,), out=tmp_path / "out"))
+@pytest.fixture
+def held_out_checkpoint(tmp_path, tiny_model):
+    """A tiny checkpoint whose manifest records two networks' files and a split rule holding out
+    the last 30 minutes of each (3 -> 4 frames of 64 x 64, steps 2, 5 and 6 minutes)."""
+    files = [write_event(tmp_path / "aa_event.nc", frames=30, step=5),
+             write_event(tmp_path / "bb_event.nc", frames=45, step=2, speed=0.5)]
+    rule = SplitRule(val_fraction=0.0, test_minutes=30, test_region="", val_region="")
+    training = {"config": {"cell_km": 4.0, "min_leads": 2, "min_coverage": 0.5, "advection": "bulk"},
+                "data": {"files": [str(f) for f in files], "steps": [2, 5, 6], "split": rule.to_dict(),
+                         "windows_per_file": {"train": {"aa_event.nc": 3, "bb_event.nc": 3}}}}
+    return save_checkpoint(tiny_model, tmp_path / "ckpt", extra={"training": training,
+                                                                 "nowcast": {"cell_km": 4.0}})
 
 
-@pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="needs checkpoints/default")
-def test_evaluate_smoke_on_a_tiny_event(tmp_path):
+def test_evaluate_scores_the_held_out_windows_of_each_network_at_its_step(tmp_path, held_out_checkpoint):
     pytest.importorskip("pysteps")
     from cli.main import main
 
-    event = write_event(tmp_path / "tiny.nc")
     out = tmp_path / "out"
-    assert main(["evaluate", "--checkpoint", str(CHECKPOINT), "--events", str(event), "--members", "2",
-                 "--max-windows", "1", "--steps", "4", "--out", str(out)]) == 0
+    assert main(["evaluate", "--checkpoint", str(held_out_checkpoint), "--members", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
     result = json.loads((out / "scores.json").read_text())
-    assert set(result["scores"]) == {"stldm", "stldm_first_estimate", "persistence", "extrapolation",
-                                     "steps"}
-    assert result["lead_minutes"] == [5, 10]  # 30 min of 2-min data: 5 inputs + 2 leads at 5 min
-    assert result["lpips"].startswith("skipped") and result["fvd"].startswith("skipped")
-    # persistence scored by hand: last input frame (20 min) against the 25- and 30-min frames
-    five_min, _ = resample_linear(event_values(), np.arange(16) * np.timedelta64(2, "m"), 5)
-    valid = np.isfinite(five_min[5:7])
-    err = np.abs(five_min[4] - five_min[5:7])
-    persistence = result["scores"]["persistence"]
-    np.testing.assert_allclose(persistence["mae"], [err[i][valid[i]].mean() for i in range(2)], rtol=1e-5)
-    assert persistence["crps"] == pytest.approx(persistence["mae"])
-    # the blob moves east: advecting it beats keeping it in place
+    assert set(result["groups"]) == {"aa @5 min", "bb @2 min"}  # each network at its native step
+    aa = result["groups"]["aa @5 min"]
+    assert aa["lead_minutes"] == [5, 10, 15, 20]
+    # the last 30 minutes (13:55 to 14:25) are held out: 3 inputs and 2 to 4 leads fit there
+    assert [(w["start"], w["leads"]) for w in aa["windows"]] == [
+        ("2021-07-01T13:55:00Z", 4), ("2021-07-01T14:00:00Z", 3), ("2021-07-01T14:05:00Z", 2)]
+    assert set(aa["scores"]) == {"stldm", "stldm_first_estimate", "persistence", "extrapolation", "steps"}
+    # persistence scored by hand on the first window: the last input frame against every lead
+    values = event_values(30)
+    start = (np.datetime64(aa["windows"][0]["start"].rstrip("Z")) - np.datetime64("2021-07-01T12:00"))
+    first = int(start // np.timedelta64(5, "m"))
+    x, truth = values[first : first + 3], values[first + 3 : first + 3 + aa["windows"][0]["leads"]]
+    # the 4th lead exists in the first window only: its MAE is that window's
+    err = np.nanmean(np.abs(np.nan_to_num(x[-1]) - truth[3]))
+    np.testing.assert_allclose(aa["scores"]["persistence"]["mae"][3], err, rtol=1e-4)
     one = [t["label"] for t in result["thresholds"]].index("1 mm/h")
-    csi = {m: result["scores"][m]["csi"][0][one][-1] for m in ("persistence", "extrapolation")}
-    assert 0 < csi["persistence"] < csi["extrapolation"] <= 1
-    timing = result["timing"]
-    assert timing["stldm_seconds_per_ensemble"] > 0 and timing["ratio_stldm_over_steps"] > 0
+    csi = {m: aa["scores"][m]["csi"][0][one][0] for m in ("persistence", "extrapolation")}
+    assert 0 < csi["persistence"] < csi["extrapolation"] <= 1  # the blob moves: advecting it wins
+    summary = result["summary"]["aa @5 min"]
+    assert set(summary) == set(aa["scores"]) and summary["stldm"]["crps_60"] is None  # no 60-min lead
+    assert result["timing"]["ratio_stldm_over_steps"] > 0
     report = (out / "report.md").read_text()
-    assert "| steps |" in report and "ratio STLDM / STEPS" in report
-    for name in ("scores_vs_lead.png", "reliability.png", "rank_histograms.png", "case.png"):
-        assert (out / name).stat().st_size > 1000
+    assert report.startswith("# Held-out verification") and "| bb @2 min | steps |" in report
+    for name in ("scores_vs_lead.png", "reliability.png", "rank_histograms.png"):
+        assert (out / "aa_5min" / name).stat().st_size > 1000
+
+
+def test_split_from_another_checkpoint_refuses_files_this_one_trained_on(tmp_path, held_out_checkpoint):
+    from model.checkpoint import read_manifest
+
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(held_out_checkpoint, other)
+    manifest = read_manifest(other)
+    manifest["training"] = {"data": {"windows_per_file": {"train": {"aa_event.nc": 5}}}}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="allow-training-data"):
+        evaluate(EvaluateOptions(checkpoint=other, split_from=held_out_checkpoint, out=tmp_path / "out"))
+    with pytest.raises(ValueError, match="records no split rule"):
+        evaluate(EvaluateOptions(checkpoint=other, out=tmp_path / "out"))
 
 
 def test_parse_methods_keeps_the_canonical_order_and_names_the_choices():
@@ -127,21 +127,15 @@ def test_parse_methods_keeps_the_canonical_order_and_names_the_choices():
         parse_methods("")
 
 
-@pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="needs checkpoints/default")
-def test_evaluate_methods_runs_and_scores_only_the_chosen_methods(tmp_path):
+def test_evaluate_methods_runs_and_scores_only_the_chosen_methods(tmp_path, held_out_checkpoint):
     from cli.main import main
 
-    event = write_event(tmp_path / "tiny.nc")
     out = tmp_path / "out"
-    assert main(["evaluate", "--checkpoint", str(CHECKPOINT), "--events", str(event), "--members", "2",
-                 "--max-windows", "1", "--steps", "2", "--methods", "persistence,stldm", "--no-plots",
-                 "--out", str(out)]) == 0
+    assert main(["evaluate", "--checkpoint", str(held_out_checkpoint), "--members", "2", "--max-windows", "2",
+                 "--steps", "2", "--methods", "persistence,stldm", "--no-plots", "--out", str(out)]) == 0
     result = json.loads((out / "scores.json").read_text())
-    assert set(result["scores"]) == {"stldm", "persistence"} and result["methods"] == ["stldm", "persistence"]
+    assert result["methods"] == ["stldm", "persistence"]
+    for group in result["groups"].values():
+        assert set(group["scores"]) == {"stldm", "persistence"}
     timing = result["timing"]
-    assert timing["stldm_seconds_per_ensemble"] > 0
-    assert timing["steps_seconds_per_ensemble"] is None and timing["ratio_stldm_over_steps"] is None
-    report = (out / "report.md").read_text()
-    assert "| persistence |" in report and "| steps |" not in report
-    with pytest.raises(SystemExit):
-        main(["evaluate", "--events", str(event), "--methods", "stldm,nope"])
+    assert timing["steps_seconds_per_ensemble"] is None and timing["stldm_seconds_per_ensemble"] > 0
