@@ -78,6 +78,14 @@ def intensity_reconstruction(pred: torch.Tensor, target: torch.Tensor, valid: to
     return weighted + STRUCTURE_WEIGHT * (bce * mask).sum() / count
 
 
+def frame_subset(frames: int, count: int, device: torch.device) -> torch.Tensor:
+    """Indices of ``count`` frames out of ``frames`` drawn without replacement (all, in order,
+    when ``count`` is 0 or not smaller than ``frames``)."""
+    if count <= 0 or count >= frames:
+        return torch.arange(frames, device=device)
+    return torch.randperm(frames, device=device)[:count].sort().values
+
+
 def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
     """Freeze the parts the strategy keeps fixed; return the parameters left to train.
 
@@ -98,7 +106,7 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
 
 def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_to_end",
                valid: torch.Tensor | None = None, cond_drop: str = "sample",
-               step: torch.Tensor | None = None) -> LossTerms:
+               step: torch.Tensor | None = None, pixel_frames: int = 0) -> LossTerms:
     """One evaluation of the objective on a batch.
 
     Parameters
@@ -113,6 +121,11 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
         ``config.diffusion.cond_drop_prob``; "batch" decides once per batch as the reference.
     step : (B,) minutes between the frames of each window, optional; for a model with a step
         embedding.
+    pixel_frames : decode only this many frames, drawn at random (torch's global RNG) for the
+        two pixel-space terms (the VAE reconstruction among all frames, the constraint loss
+        among the future ones); 0 decodes every frame, as the paper. The draw is the same for
+        the whole batch, so each term is an unbiased estimate of its full-frame value at a
+        fraction of the cost: decoding at full resolution is most of a small model's step.
 
     Future frames without any valid pixel (a window shorter than ``T_out`` leads, padded) add
     nothing to the diffusion loss either.
@@ -129,11 +142,16 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
 
     # VAE: encode every frame once; the same moments serve all terms below.
     mean, logvar = model.vae.encode(frames.reshape(-1, 1, height, width))
-    recon = model.vae.decode(reparameterise(mean, logvar)).reshape(frames.shape)
+    every = frames.shape[1]
+    pick = frame_subset(every, pixel_frames, frames.device)
+    latents = reparameterise(mean, logvar).reshape(b, every, *mean.shape[1:])[:, pick]
+    recon = model.vae.decode(latents.flatten(0, 1)).reshape(b, len(pick), height, width)
+    target = frames[:, pick]
+    target_valid = None if valid is None else valid[:, pick]
     if config.options.intensity_loss:
-        recon_term = intensity_reconstruction(recon, frames, valid, config.intensity_pixels())
+        recon_term = intensity_reconstruction(recon, target, target_valid, config.intensity_pixels())
     else:
-        recon_term = masked_mse(recon, frames, valid)
+        recon_term = masked_mse(recon, target, target_valid)
     vae_term = recon_term + KL_WEIGHT * kl_standard_normal(mean, logvar)
     if strategy == "vae":  # nothing else trains: skip the translator and the denoiser
         zero = vae_term.new_zeros(())
@@ -145,8 +163,9 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
     z_in = reparameterise(mean[:, :t_in], logvar[:, :t_in])
     mu, mu_logvar = model.translator(z_in, step)
     estimate = reparameterise(mu, mu_logvar)
-    decoded = model.vae.decode(estimate.flatten(0, 1)).reshape(y.shape)
-    constraint = masked_mse(decoded, y, valid_out)
+    leads = frame_subset(t_out, pixel_frames, x.device)
+    decoded = model.vae.decode(estimate[:, leads].flatten(0, 1)).reshape(b, len(leads), height, width)
+    constraint = masked_mse(decoded, y[:, leads], None if valid_out is None else valid_out[:, leads])
 
     # Diffusion on the encoder means of the future frames, conditioned on mu (not detached).
     x0 = mean[:, t_in:].detach()

@@ -56,12 +56,13 @@ log = logging.getLogger(__name__)
 class LossModule(nn.Module):
     """The objective as a module so that DDP sees the forward pass and syncs the gradients."""
 
-    def __init__(self, model: STLDM, strategy: str) -> None:
+    def __init__(self, model: STLDM, strategy: str, pixel_frames: int = 0) -> None:
         super().__init__()
-        self.model, self.strategy = model, strategy
+        self.model, self.strategy, self.pixel_frames = model, strategy, pixel_frames
 
     def forward(self, x, y, valid, step) -> dict[str, torch.Tensor]:
-        return vars(stldm_loss(self.model, x, y, strategy=self.strategy, valid=valid, step=step))
+        return vars(stldm_loss(self.model, x, y, strategy=self.strategy, valid=valid, step=step,
+                               pixel_frames=self.pixel_frames))
 
 
 def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = None) -> Path:
@@ -118,9 +119,10 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
         log.info("resumed %s at step %d", resume_from, step)
     # find_unused_parameters: the deepest condition conv is kept for the published layout but
     # never used (STLDM.md 7.5), so its gradients never arrive.
+    loss_module = LossModule(model, config.strategy, config.pixel_frames)
     ddp = (torch.nn.parallel.DistributedDataParallel(
-        LossModule(model, config.strategy), device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=True) if world > 1 else LossModule(model, config.strategy))
+        loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True) if world > 1 else loss_module)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if main_process:
         log.info("%s: %s (%s parameters, %s trainable), %s train / %s val windows, device %s",
