@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if earlier:
         manifest["training"]["init_training"] = earlier
     windows = checkpoint_windows(manifest, nowcaster, "val", max_windows=args.max_windows)
+    if not windows:
+        raise ValueError(f"{args.checkpoint}: no validation window of {nowcaster.config.size} x "
+                         f"{nowcaster.config.size} cells in its split; nothing to choose the defaults on")
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
     for advection, matching, spread, guidance in itertools.product(frames, args.matching, args.motion_spread,

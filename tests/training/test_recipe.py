@@ -1,0 +1,47 @@
+"""The default model's recipe (make train / make train-gpu) end to end on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training.recipe import build_parser, main, stage_arguments
+
+
+def test_the_stages_are_the_vae_then_the_dense_frame_from_the_vae() -> None:
+    args = build_parser().parse_args(["--name", "r", "--minutes", "10", "--vae-steps", "100",
+                                      "--steps", "400", "--device", "cuda", "--batch-size", "64"])
+    stages = stage_arguments(args)
+    vae, main_stage = stages["vae"], stages["main"]
+    assert vae[vae.index("--strategy") + 1] == "vae" and vae[vae.index("--max-minutes") + 1] == "2.00"
+    assert main_stage[main_stage.index("--init") + 1] == "runs/r-vae/best"
+    assert main_stage[main_stage.index("--advection") + 1] == "dense"
+    assert main_stage[main_stage.index("--batch-size") + 1] == "64"
+    assert main_stage[main_stage.index("--max-minutes") + 1] == "7.00"
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget(tmp_path, monkeypatch,
+                                                                                  write_event):
+    pytest.importorskip("pysteps")
+    rng = np.random.default_rng(0)
+    t, y, x = np.mgrid[:90, :128, :128].astype(np.float32)  # one tile of the model's 128 x 128
+    centre = (10.0 + 0.5 * t) % 128  # a blob drifting east, 90 frames of 5 min (445 min)
+    rain = 10.0 * np.exp(-((y - 64.0) ** 2 + (x - centre) ** 2) / 200.0)
+    rain = (rain * rng.uniform(0.5, 1.5, rain.shape)).astype(np.float32)
+    events = tmp_path / "events"
+    events.mkdir()
+    write_event(events / "tiny_event.nc", rain, spacing_m=4000.0)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "final"
+    assert main(["--name", "tiny", "--data", str(events), "--minutes", "5", "--vae-steps", "2",
+                 "--steps", "2", "--batch-size", "2", "--threads", "1", "--members", "2",
+                 "--motion-spread", "0", "1", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["config"]["advection"] == "dense"
+    assert manifest["training"]["init_training"]["config"]["strategy"] == "vae"
+    assert manifest["nowcast"]["motion_spread"] in (0.0, 1.0) and manifest["nowcast"]["advection"] == "dense"
+    assert (out / "MODEL_CARD.md").is_file() and (out / "train_log.jsonl").is_file()
+    assert (out / "model.safetensors").stat().st_size < 16 * 2**20  # what a GPU run can bring back

@@ -1,0 +1,101 @@
+"""The recipe of the default model, stage by stage, on a CPU (``make train``) or a GPU
+(``make train-gpu``).
+
+``python -m training.recipe --name NAME --minutes M`` runs, each stage a ``nowcast train`` run
+under ``runs/NAME-*`` with its own budget (a share of ``M``):
+
+1. ``vae`` (20 % of the time): the VAE alone on its reconstruction of every frame (the VAE part
+   of the paper's strategy A) at a high learning rate;
+2. ``main`` (70 %): translator and denoiser trained in the dense Lagrangian frame
+   (``--advection dense``) on the stage-1 VAE, end to end (the VAE keeps learning);
+3. the scorecard (the rest): the defaults (motion perturbations) chosen on the validation
+   windows, the checkpoint written to ``--out`` with its model card.
+
+The steps of each stage are set by ``--vae-steps`` and ``--steps``; the budget only stops a
+stage that runs late, validating and saving as it stops (``--max-minutes``). With ``--device
+cuda`` it trains under bf16 autocast (``nowcast train``'s default there) with ``--batch-size``
+windows per step. Every stage's command is
+logged and recorded in the checkpoints' manifests, so the card lists the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STAGE_SHARES = {"vae": 0.2, "main": 0.7}  # the scorecard gets the rest
+
+
+def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The ``nowcast train`` arguments of the two training stages."""
+    common = ["--size", str(args.size), "--stride", str(args.size // 2), "--batch-size", str(args.batch_size),
+              "--device", args.device, "--threads", str(args.threads), "--seed", str(args.seed),
+              "--data", *map(str, args.data)]
+    vae = ["--name", f"{args.name}-vae", "--strategy", "vae", "--options", "intensity_loss=true",
+           "--steps", str(args.vae_steps), "--warmup-steps", str(max(1, args.vae_steps // 20)),
+           "--lr", "1e-3", "--eval-every", str(max(1, args.vae_steps // 4)), "--val-members", "0",
+           "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *common]
+    main = ["--name", f"{args.name}-main", "--init", str(Path("runs") / f"{args.name}-vae" / "best"),
+            "--strategy", "end_to_end", "--advection", "dense", "--steps", str(args.steps),
+            "--warmup-steps", str(max(1, args.steps // 20)), "--lr", str(args.lr), "--ema-decay", "0.998",
+            "--eval-every", str(max(1, args.steps // 8)), "--max-minutes",
+            f"{STAGE_SHARES['main'] * args.minutes:.2f}", *common]
+    return {"vae": vae, "main": main}  # bf16 autocast is the default on CUDA
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Run the stages and the scorecard; returns the checkpoint folder ``args.out``."""
+    from training import scorecard
+    from training.train import main as train_main
+
+    for stage, argv in stage_arguments(args).items():
+        log.info("stage %s: nowcast train %s", stage, " ".join(argv))
+        if train_main(argv) != 0:
+            raise RuntimeError(f"stage {stage} failed")
+    best = Path("runs") / f"{args.name}-main" / "best"
+    card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
+            "--motion-spread", *[str(v) for v in args.motion_spread], "--threads", str(args.threads)]
+    if args.max_windows:
+        card += ["--max-windows", str(args.max_windows)]
+    log.info("scorecard: python -m training.scorecard %s", " ".join(card))
+    scorecard.main(card)
+    shutil.copy(Path("runs") / f"{args.name}-main" / "log.jsonl", Path(args.out) / "train_log.jsonl")
+    return Path(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.recipe", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="recipe", help="runs/<name>-vae, runs/<name>-main")
+    parser.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/radar/events")])
+    parser.add_argument("--out", type=Path, default=Path("runs/recipe-final"), help="the scored checkpoint")
+    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget of all stages")
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3000, help="steps of the main stage")
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the main stage")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64, help="training window side in cells")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--members", type=int, default=10, help="ensemble size of the scorecard")
+    parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+                        help="motion perturbation sizes the scorecard tries")
+    parser.add_argument("--max-windows", type=int, default=None, help="scorecard: every n-th window only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = run(build_parser().parse_args(argv))
+    log.info("done: %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
