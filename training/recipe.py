@@ -7,7 +7,8 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
 1. ``vae`` (20 % of the time): the VAE alone on its reconstruction of every frame (the VAE part
    of the paper's strategy A) at a high learning rate;
 2. ``main`` (70 %): translator and denoiser trained in the dense Lagrangian frame
-   (``--advection dense``) on the stage-1 VAE, end to end (the VAE keeps learning);
+   (``--advection dense``) on the stage-1 VAE, end to end (the VAE keeps learning; six random
+   frames per window for the pixel-space terms, ``--pixel-frames 6``);
 3. the scorecard (the rest): the defaults (motion perturbations) chosen on the validation
    windows, the checkpoint written to ``--out`` with its model card.
 
@@ -41,7 +42,8 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
            "--lr", "1e-3", "--eval-every", str(max(1, args.vae_steps // 4)), "--val-members", "0",
            "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *common]
     main = ["--name", f"{args.name}-main", "--init", str(Path("runs") / f"{args.name}-vae" / "best"),
-            "--strategy", "end_to_end", "--advection", "dense", "--steps", str(args.steps),
+            "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
+            "--steps", str(args.steps),
             "--warmup-steps", str(max(1, args.steps // 20)), "--lr", str(args.lr), "--ema-decay", "0.998",
             "--eval-every", str(max(1, args.steps // 8)), "--max-minutes",
             f"{STAGE_SHARES['main'] * args.minutes:.2f}", *common]
