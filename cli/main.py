@@ -42,8 +42,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
     nowcaster = load_nowcaster(args.checkpoint, args.preset)
     config = nowcaster.config
-    seq, coarsen = last_frames(read_radar(args.input), t_in=config.t_in, steps=nowcaster.defaults.step_minutes,
-                               cell_km=nowcaster.defaults.cell_km, resample=True, coarsen=args.coarsen)
+    defaults = nowcaster.defaults
+    seq, coarsen = last_frames(read_radar(args.input), t_in=config.t_in, steps=defaults.step_minutes,
+                               cell_km=defaults.cell_km, resample=True, coarsen=args.coarsen)
     if args.size and min(seq.values.shape[1:]) > args.size:  # the wettest size x size window
         seq = cut_window(seq, start=0, n_frames=config.t_in, size=args.size)
     times = [np.datetime64(t, "s").astype(object) for t in seq.times]
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("forecast", help="ensemble nowcast of radar files (CF-netCDF, ODIM_H5, GRIB2, GeoTIFF)")
+    p = sub.add_parser("forecast",
+                       help="ensemble nowcast of radar files (CF-netCDF, ODIM_H5, GRIB2, GeoTIFF)")
     p.add_argument("--input", type=Path, nargs="+", required=True,
                    help="radar file(s) holding the last frames, e.g. ../shared/radar/events/fmi_20160928.nc "
                    "or one ODIM_H5 composite per time (radar/readers.py)")

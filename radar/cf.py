@@ -24,11 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.nowcast import EnsembleNowcast
+if TYPE_CHECKING:  # not at run time: the API process writes results without torch
+    from model.nowcast import EnsembleNowcast
 
 TITLE = "STLDM ensemble precipitation nowcast"
 REFERENCES = "Foo et al., STLDM, TMLR (arXiv 2512.21118)"
@@ -50,8 +51,9 @@ def _grid_coords(nowcast: EnsembleNowcast) -> tuple[dict[str, Any], dict[str, An
     h, w = grid.shape
     if grid.crs is None or grid.y is None or grid.x is None:
         if grid.cell_km is None:  # nothing but cells: indices, no map
-            return {"y": ("y", np.arange(h, dtype=np.int32), {"long_name": "row index (row 0 first)", "units": "1"}),
-                    "x": ("x", np.arange(w, dtype=np.int32), {"long_name": "column index", "units": "1"})}, None
+            rows, columns = np.arange(h, dtype=np.int32), np.arange(w, dtype=np.int32)
+            return {"y": ("y", rows, {"long_name": "row index", "units": "1"}),
+                    "x": ("x", columns, {"long_name": "column index", "units": "1"})}, None
         # the cell size without a CRS: distances from the grid's upper-left corner, in an unknown projection
         step = grid.cell_km * 1000.0
         note = "cell centre, metres from the grid's upper-left corner (projection unknown)"
@@ -76,7 +78,8 @@ def _grid_coords(nowcast: EnsembleNowcast) -> tuple[dict[str, Any], dict[str, An
         }
     mapping = {k: v for k, v in crs.to_cf().items() if v is not None}
     if mapping.get("grid_mapping_name") == "polar_stereographic":  # CF requires it; pyproj omits it
-        mapping.setdefault("latitude_of_projection_origin", float(crs.to_dict().get("lat_0", 90.0)))
+        pole = 90.0 if float(mapping.get("standard_parallel", 90.0)) >= 0 else -90.0
+        mapping.setdefault("latitude_of_projection_origin", pole)
     if mapping.get("grid_mapping_name") == "oblique_mercator" and "azimuth_of_central_line" in mapping:
         # compliance-checker 6.1 (cf/appendix_f.py) asks for "azimuth", CF-1.8 names it
         # azimuth_of_central_line: write both, same value
@@ -90,8 +93,11 @@ def nowcast_dataset(nowcast: EnsembleNowcast, *, institution: str = "", history:
 
     Parameters
     ----------
-    nowcast : members (K, T, H, W), mean (T, H, W), percentiles (P, T, H, W) in mm/h and
-        probability (n_thresholds, T, H, W) in [0, 1]; NaN = no data.
+    nowcast : an :class:`~model.nowcast.EnsembleNowcast`, or any object with its attributes
+        (the service's stored results): members (K, T, H, W), mean (T, H, W), percentiles
+        (P, T, H, W) in mm/h, probability (n_thresholds, T, H, W) in [0, 1], NaN = no data;
+        thresholds, percentile_levels, lead_minutes, step_minutes, reference_time, grid,
+        options, model_version.
     institution, history : global attributes (history gets a line of this nowcast's options).
     attrs : further global attributes (e.g. the Z-R relation, resampling).
     """
@@ -105,7 +111,8 @@ def nowcast_dataset(nowcast: EnsembleNowcast, *, institution: str = "", history:
         "realization": ("realization", np.arange(k, dtype=np.int32),
                         {"standard_name": "realization", "units": "1"}),
         "time": ("time", ref + lead.astype("timedelta64[s]"), {"standard_name": "time", "axis": "T"}),
-        "forecast_period": ("time", lead.astype(np.int32), {"standard_name": "forecast_period", "units": "s"}),
+        "forecast_period": ("time", lead.astype(np.int32),
+                            {"standard_name": "forecast_period", "units": "s"}),
         "forecast_reference_time": ((), ref, {"standard_name": "forecast_reference_time"}),
         "threshold": ("threshold", np.asarray(nowcast.thresholds, np.float32),
                       {**RATE, "spp__relative_to_threshold": "greater_than_or_equal_to"}),

@@ -58,9 +58,10 @@ def _axes(ds, var, time_dim: str | None) -> tuple[str, str]:
 
     def role(dim: str) -> str | None:
         attrs = ds[dim].attrs if dim in ds.variables else {}
-        if attrs.get("axis") == "Y" or attrs.get("standard_name") in Y_NAMES or dim in ("y", "lat", "latitude"):
+        name = attrs.get("standard_name")
+        if attrs.get("axis") == "Y" or name in Y_NAMES or dim in ("y", "lat", "latitude"):
             return "y"
-        if attrs.get("axis") == "X" or attrs.get("standard_name") in X_NAMES or dim in ("x", "lon", "longitude"):
+        if attrs.get("axis") == "X" or name in X_NAMES or dim in ("x", "lon", "longitude"):
             return "x"
         return None
 
@@ -103,8 +104,10 @@ def _crs(ds, var, y_name: str, x_name: str) -> str | None:
             raise ValueError(f"grid mapping {name!r} is not one pyproj can read ({err})") from err
     y_attrs = ds[y_name].attrs if y_name in ds.variables else {}
     x_attrs = ds[x_name].attrs if x_name in ds.variables else {}
-    if (y_attrs.get("standard_name") == "latitude" or str(y_attrs.get("units", "")).startswith("degree")) and (
-            x_attrs.get("standard_name") == "longitude" or str(x_attrs.get("units", "")).startswith("degree")):
+    def degrees(attrs: dict, name: str) -> bool:
+        return attrs.get("standard_name") == name or str(attrs.get("units", "")).startswith("degree")
+
+    if degrees(y_attrs, "latitude") and degrees(x_attrs, "longitude"):
         return "EPSG:4326"
     for key in ("projection_proj4", "crs_wkt", "spatial_ref", "proj4"):
         if ds.attrs.get(key):

@@ -94,6 +94,29 @@ def lonlat(crs, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lat), np.asarray(lon)
 
 
+def lonlat_points(crs, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude in degrees of points ``(y[i], x[i])`` (any shape, paired)."""
+    from pyproj import Transformer
+
+    y, x = np.asarray(y, np.float64), np.asarray(x, np.float64)
+    if crs.is_geographic:
+        return y, x
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return np.asarray(lat), np.asarray(lon)
+
+
+def edge_bounds(crs, y: np.ndarray, x: np.ndarray) -> list[list[float]]:
+    """[[south, west], [north, east]] in degrees around the cell edges of a regular grid."""
+    y, x = np.asarray(y, np.float64), np.asarray(x, np.float64)
+    hy, hx = regular_spacing(y, "y") / 2, regular_spacing(x, "x") / 2
+    ys = np.r_[y[0] - hy, y, y[-1] + hy]
+    xs = np.r_[x[0] - hx, x, x[-1] + hx]
+    edge_y = np.r_[ys, ys, np.full(len(xs), ys[0]), np.full(len(xs), ys[-1])]
+    edge_x = np.r_[np.full(len(ys), xs[0]), np.full(len(ys), xs[-1]), xs, xs]
+    lat, lon = lonlat_points(crs, edge_y, edge_x)
+    return [[float(lat.min()), float(lon.min())], [float(lat.max()), float(lon.max())]]
+
+
 def to_grid_xy(crs, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates in ``crs`` of points given in degrees (any shape): ``(x, y)``."""
     from pyproj import Transformer

@@ -90,7 +90,8 @@ def read_odim(path: str | Path, source: str) -> Frames:
     with h5py.File(path, "r") as f:
         conventions = _text(f.attrs.get("Conventions", ""))
         if not conventions.startswith("ODIM_H5"):
-            raise ValueError(f"{source}: HDF5 file with Conventions {conventions!r}, not ODIM_H5 (nor netCDF)")
+            raise ValueError(f"{source}: HDF5 file with Conventions {conventions!r}: neither ODIM_H5 "
+                             "nor netCDF")
         root = _attrs(f)
         kind = _text(root.get("object", ""))
         if kind not in OBJECTS:

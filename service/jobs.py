@@ -43,6 +43,7 @@ from service.settings import QueueSettings
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
 RESULT_ARRAYS = ("mean", "percentiles", "probability", "thresholds", "members", "lead_minutes")
+OPTIONAL_RESULT_ARRAYS = ("observed",)  # (H, W) mm/h, the last input frame (shown beside the forecast)
 DEAD_LETTER_MAXLEN = 10_000
 
 # Atomic "add unless full": the length check and the XADD must not interleave with another submit.
@@ -398,13 +399,15 @@ def encode_result(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
     ----------
     arrays : ``mean`` (T, H, W), ``percentiles`` (3, T, H, W), ``members`` (K, T, H, W) rain
         rate in mm/h; ``probability`` (n_thresholds, T, H, W) in [0, 1]; ``thresholds``
-        (n_thresholds,) mm/h; ``lead_minutes`` (T,). NaN = no data.
+        (n_thresholds,) mm/h; ``lead_minutes`` (T,); optionally ``observed`` (H, W) mm/h, the
+        last input frame. NaN = no data.
     meta : JSON-able: model_version, timestep_minutes, members, guidance, seed, timings, request.
     """
     missing = [name for name in RESULT_ARRAYS if name not in arrays]
     if missing:
         raise ValueError(f"result arrays {missing} are missing; needed: {RESULT_ARRAYS}")
-    payload: dict[str, Any] = {name: np.asarray(arrays[name]) for name in RESULT_ARRAYS}
+    names = RESULT_ARRAYS + tuple(n for n in OPTIONAL_RESULT_ARRAYS if n in arrays)
+    payload: dict[str, Any] = {name: np.asarray(arrays[name]) for name in names}
     payload["meta"] = np.array(json.dumps(meta))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **payload)
@@ -414,6 +417,7 @@ def encode_result(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
 def decode_result(blob: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_result`: the arrays by name, and ``meta`` as a dict."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        result: dict[str, Any] = {name: data[name] for name in RESULT_ARRAYS}
+        result: dict[str, Any] = {name: data[name] for name in RESULT_ARRAYS + OPTIONAL_RESULT_ARRAYS
+                                  if name in data.files}
         result["meta"] = json.loads(str(data["meta"]))
     return result

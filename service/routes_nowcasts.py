@@ -1,9 +1,10 @@
 """``/v1/nowcasts``: submit a nowcast, follow its job, fetch the result.
 
-A submission is JSON (:class:`~service.schemas.NowcastRequest`) or a multipart upload of a
-CF-netCDF file (field ``file`` plus the option fields of
-:class:`~service.schemas.NowcastOptions`; ``thresholds`` comma-separated). Either way the
-frames are validated against the served checkpoint and queued as model pixels.
+A submission is JSON (:class:`~service.schemas.NowcastRequest`) or a multipart upload of radar
+files in any format ``radar.readers`` reads (field ``file``, repeated for one file per frame,
+plus the option fields of :class:`~service.schemas.NowcastOptions`; ``thresholds``
+comma-separated). Either way the frames are validated against the served checkpoint, their
+grid checked against its cell size (or resampled to it), and queued as model pixels.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from pydantic import ValidationError
 from service import jobs, render
 from service.contract import JobRequest
 from service.deps import ModelInfoDep, RedisDep, SettingsDep
-from service.inputs import InputError, ModelInfo, check_frames, frames_from_lists, read_upload, to_pixels
+from service.inputs import (
+    InputError,
+    ModelInfo,
+    check_frames,
+    frames_from_lists,
+    json_input,
+    read_upload,
+    to_pixels,
+)
 from service.schemas import Array, JobStatus, NowcastOptions, NowcastRequest, NowcastResult, SubmitResponse
 
 log = logging.getLogger(__name__)
@@ -54,8 +63,10 @@ def _upload_schema() -> dict[str, Any]:
     options = _inline_refs(NowcastOptions.model_json_schema())
     options["properties"]["thresholds"] = {"type": "string", "example": "0.1,1,5,10,20,50",
                                            "description": "comma-separated thresholds, mm/h"}
-    options["properties"]["file"] = {"type": "string", "format": "binary",
-                                     "description": "CF-netCDF file with dims (time, y, x)"}
+    options["properties"]["file"] = {
+        "type": "array", "items": {"type": "string", "format": "binary"},
+        "description": "radar file(s): CF-netCDF, ODIM_H5, GRIB2 or GeoTIFF (radar/readers.py); the last "
+                       "t_in frames at a step the model serves are used"}
     options["required"] = ["file"]
     return options
 
@@ -84,18 +95,26 @@ async def _parse_json(request: Request, info: ModelInfo, max_side: int):
     else:
         values = frames_from_lists(body.frames)
     times, step = check_frames(values, body.timestamps, info=info, max_side=max_side)
-    extra = {"grid_spacing_km": body.grid_spacing_km, "projection": body.projection, "source": "json"}
-    return body, values, body.unit, times, step, extra
+    data = json_input(values, body.unit, times, step, info=info, grid=body.grid,
+                      grid_spacing_km=body.grid_spacing_km, resample=body.resample)
+    if data.values.shape != values.shape:  # resampled: the sides again
+        check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    return body, data, step
 
 
 async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
     form = await request.form()
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise InputError("multipart submission needs a CF-netCDF file in the field 'file'")
-    content = await upload.read()
-    if len(content) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    uploads = [f for f in form.getlist("file") if not isinstance(f, str)]
+    if not uploads:
+        raise InputError("multipart submission needs radar file(s) in the field 'file' (CF-netCDF, ODIM_H5, "
+                         "GRIB2 or GeoTIFF; several files for one frame each)")
+    files, size = [], 0
+    for upload in uploads:
+        content = await upload.read()
+        size += len(content)
+        if size > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"files are larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+        files.append((upload.filename or "upload", content))
     fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
     if "thresholds" in fields:
         fields["thresholds"] = [x for x in str(fields["thresholds"]).split(",") if x.strip()]
@@ -103,12 +122,9 @@ async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
         options = NowcastOptions.model_validate(fields)
     except ValidationError as err:
         raise _validation_error(err, "form") from err
-    data = await run_in_threadpool(read_upload, content, t_in=info.t_in)
-    times, step = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
-    extra = {"grid_spacing_km": data.grid_spacing_km, "projection": data.projection, "y": data.y,
-             "x": data.x, "coordinate_units": data.coordinate_units,
-             "source": f"netcdf:{upload.filename}:{data.variable}"}
-    return options, data.values, data.unit, times, step, extra
+    data = await run_in_threadpool(read_upload, files, info=info, resample=options.resample)
+    _, step = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    return options, data, step
 
 
 @router.post("", status_code=202, response_model=SubmitResponse, openapi_extra=SUBMIT_BODY,
@@ -122,9 +138,9 @@ async def submit_nowcast(
     content_type = request.headers.get("content-type", "")
     max_side = settings.model.max_side
     if content_type.startswith("multipart/form-data"):
-        options, values, unit, times, step, extra = await _parse_upload(request, info, max_side)
+        options, data, step = await _parse_upload(request, info, max_side)
     elif content_type.startswith("application/json"):
-        options, values, unit, times, step, extra = await _parse_json(request, info, max_side)
+        options, data, step = await _parse_json(request, info, max_side)
     else:
         raise HTTPException(415, f"content type {content_type!r}: send application/json or "
                                  "multipart/form-data")
@@ -137,7 +153,7 @@ async def submit_nowcast(
     except ValueError as err:
         raise InputError(str(err)) from err
     max_age = settings.queue.max_age_minutes
-    age = (dt.datetime.now(dt.timezone.utc) - times[-1]).total_seconds() / 60
+    age = (dt.datetime.now(dt.timezone.utc) - data.timestamps[-1]).total_seconds() / 60
     if max_age is not None and age > max_age:
         raise InputError(f"the last frame is {age:.0f} min old; max_age_minutes={max_age:g} "
                          "(a stale nowcast is worth less than the next one)")
@@ -145,12 +161,12 @@ async def submit_nowcast(
     if idempotency_header and key and idempotency_header != key:
         raise InputError("Idempotency-Key header and idempotency_key field differ")
     key = key or idempotency_header
-    pixels = to_pixels(values, unit, info.transform)
+    pixels = to_pixels(data.values, data.unit, info.transform)
     job_request = JobRequest(
-        shape=list(values.shape), unit=unit, timestamps=times, step_minutes=step, members=options.members,
-        thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
+        shape=list(data.values.shape), unit=data.unit, timestamps=data.timestamps, step_minutes=step,
+        members=options.members, thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
         matching=options.matching, advection=options.advection, motion_spread=options.motion_spread,
-        **extra,
+        source=data.source, **data.grid,
         # the checkpoint's conventions, so that the result's metadata can state them
         rain_min=info.transform.rain_min,
         zr_relation=f"Z = {info.transform.zr_a:g} R^{info.transform.zr_b:g}",
@@ -164,7 +180,7 @@ async def submit_nowcast(
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from err
     request.app.state.metrics.submissions.labels(outcome="queued" if created else "duplicate").inc()
     log.info("job %s %s (%s, %s members)", job_id, "queued" if created else "replayed",
-             extra["source"], options.members or "default")
+             data.source, options.members or "default")
     status_url = str(request.url_for("get_nowcast", job_id=job_id))
     response.headers["Location"] = status_url
     if not created:
