@@ -189,6 +189,32 @@ async def get_job(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> dic
     return {_str(key): _str(value) for key, value in fields.items()} or None
 
 
+LIST_FIELDS = ("id", "status", "created", "started", "finished", "attempts", "model_version", "error",
+               "request")
+
+
+async def list_jobs(r: redis.asyncio.Redis, qs: QueueSettings, *, status: str | None = None,
+                    limit: int = 20) -> list[dict[str, str]]:
+    """The newest ``limit`` jobs (their hashes as strings, ``request`` JSON included), newest first,
+    only those in ``status`` when given. Jobs are found by scanning ``p:job:*``: finished ones
+    expire after ``result_ttl_seconds``, so the scan stays as small as the recent work."""
+    k = Keys(qs.prefix)
+    keys = [key async for key in r.scan_iter(match=k.job("*"), count=500)]
+    if not keys:
+        return []
+    async with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, list(LIST_FIELDS))
+        rows = await pipe.execute()
+    found = []
+    for row in rows:
+        job = {name: _str(value) for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
+        if job.get("id") and (status is None or job.get("status") == status):
+            found.append(job)
+    found.sort(key=lambda job: float(job.get("created") or 0), reverse=True)
+    return found[:limit]
+
+
 async def get_result(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> bytes | None:
     """The :func:`encode_result` bytes of a finished job, or None (not done, or expired)."""
     return cast("bytes | None", await r.get(Keys(qs.prefix).result(job_id)))

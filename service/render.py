@@ -50,7 +50,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
     return ResultMetadata(
         threshold=float(request.get("rain_min", 0.1)),
         zr_relation=request.get("zr_relation"),
-        thresholds=[float(x) for x in np.asarray(result["thresholds"])],
+        thresholds=[round(float(x), 6) for x in np.asarray(result["thresholds"])],
         percentiles=list(PERCENTILES),
         timestep=int(meta["timestep_minutes"]),
         leadtimes=lead,

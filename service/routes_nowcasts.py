@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from service import jobs, render
+from service import jobs, render, scales
 from service.contract import JobRequest
 from service.deps import ModelInfoDep, RedisDep, SettingsDep
 from service.inputs import (
@@ -33,7 +33,16 @@ from service.inputs import (
     read_upload,
     to_pixels,
 )
-from service.schemas import Array, JobStatus, NowcastOptions, NowcastRequest, NowcastResult, SubmitResponse
+from service.schemas import (
+    Array,
+    JobList,
+    JobStatus,
+    JobSummary,
+    NowcastOptions,
+    NowcastRequest,
+    NowcastResult,
+    SubmitResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +200,50 @@ async def submit_nowcast(
                           result_url=str(request.url_for("get_nowcast_result", job_id=job_id)))
 
 
+def _summary(request: Request, job: dict[str, str]) -> JobSummary:
+    try:
+        stored = json.loads(job.get("request") or "{}")
+    except json.JSONDecodeError:
+        stored = {}
+    stamps = stored.get("timestamps") or []
+    return JobSummary(
+        id=job["id"], status=job.get("status", ""), created=_time(job.get("created")),
+        finished=_time(job.get("finished")), source=stored.get("source"),
+        forecast_reference_time=_time(stamps[-1]) if stamps else None, members=stored.get("members"),
+        model_version=job.get("model_version") or None, error=job.get("error") or None,
+        status_url=str(request.url_for("get_nowcast", job_id=job["id"])))
+
+
+@router.get("", response_model=JobList, responses={304: {"description": "not modified"}})
+async def list_nowcasts(
+    request: Request, redis: RedisDep, settings: SettingsDep,
+    status: Annotated[Literal["queued", "running", "done", "failed"] | None,
+                      Query(description="only jobs in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many, newest first")] = 20,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The newest jobs (newest first), with their state; ``ETag`` / 304 for polling."""
+    found = await jobs.list_jobs(redis, settings.queue, status=status, limit=limit)
+    body = JobList(jobs=[_summary(request, job) for job in found]).model_dump_json()
+    return _etagged(body, if_none_match)
+
+
+def _etagged(body: str, if_none_match: str | None) -> Response:
+    """``body`` as JSON with a weak ETag, or 304 when the client has it already."""
+    etag = 'W/"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def _time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
         return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
     except ValueError:
-        time = dt.datetime.fromisoformat(value)
+        time = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         return time.replace(tzinfo=dt.timezone.utc) if time.tzinfo is None else time
 
 
@@ -227,14 +273,11 @@ async def get_nowcast(job_id: str, request: Request, redis: RedisDep, settings: 
         error=job.get("error") or None,
         result_url=str(request.url_for("get_nowcast_result", job_id=job_id)) if status == jobs.DONE else None,
     ).model_dump_json()
-    etag = 'W/"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return _etagged(body, if_none_match)
 
 
-async def _done_result(redis, settings, job_id: str) -> dict[str, Any]:
+async def done_result(redis, settings, job_id: str) -> dict[str, Any]:
+    """The decoded result of a finished job; 404 unknown or expired, 409 (with the status) not done."""
     job = await _job_or_404(redis, settings, job_id)
     status = job.get("status")
     if status != jobs.DONE:
@@ -255,7 +298,7 @@ async def get_nowcast_result(
     encoding: Annotated[Literal["base64", "list"], Query(description="JSON array encoding")] = "base64",
 ) -> Response:
     """Ensemble mean, percentiles, exceedance probabilities (and members) of a finished job."""
-    result = await _done_result(redis, settings, job_id)
+    result = await done_result(redis, settings, job_id)
     if format == "netcdf":
         data = await run_in_threadpool(render.result_netcdf, result)
         return Response(data, media_type="application/x-netcdf", headers={
@@ -269,15 +312,21 @@ async def get_nowcast_result(
 async def get_nowcast_png(
     job_id: str, redis: RedisDep, settings: SettingsDep,
     lead: Annotated[int | None, Query(description="lead time in minutes (default: the first)")] = None,
-    product: Annotated[Literal["mean", "probability"], Query()] = "mean",
+    product: Annotated[Literal[scales.PRODUCTS], Query(description="mean, percentiles p10/p50/p90, "  # type: ignore[valid-type]
+                                                       "probability, or the last observed frame")] = "mean",
     threshold: Annotated[float, Query(description="mm/h, for product=probability")] = 1.0,
+    animated: Annotated[bool, Query(description="an animated PNG over every lead time")] = False,
 ) -> Response:
-    """A PNG map of the ensemble mean or of P(R >= threshold) at one lead time."""
-    result = await _done_result(redis, settings, job_id)
+    """A PNG map of one product at one lead time (or animated over the lead times): colour scale
+    with legend, issue and valid times, coordinates and graticule, dry and 0 % transparent."""
+    result = await done_result(redis, settings, job_id)
     lead = int(np.asarray(result["lead_minutes"])[0]) if lead is None else lead
     try:
-        png = await run_in_threadpool(render.result_png, result, lead=lead, product=product,
-                                      threshold=threshold)
+        if animated:
+            png = await run_in_threadpool(render.result_apng, result, product=product, threshold=threshold)
+        else:
+            png = await run_in_threadpool(render.result_png, result, lead=lead, product=product,
+                                          threshold=threshold)
     except ValueError as err:
         raise HTTPException(422, str(err)) from err
     return Response(png, media_type="image/png")

@@ -178,6 +178,27 @@ class JobStatus(BaseModel):
     result_url: str | None = None
 
 
+class JobSummary(BaseModel):
+    """One line of ``GET /v1/nowcasts``: a job, what it was made from and where it stands."""
+
+    id: str
+    status: str
+    created: dt.datetime | None = None
+    finished: dt.datetime | None = None
+    source: str | None = Field(None, description="what was sent: json, or the uploaded file's name")
+    forecast_reference_time: dt.datetime | None = Field(None, description="time of the last input frame")
+    members: int | None = None
+    model_version: str | None = None
+    error: str | None = None
+    status_url: str
+
+
+class JobList(BaseModel):
+    """``GET /v1/nowcasts``: the newest jobs first."""
+
+    jobs: list[JobSummary]
+
+
 class ResultMetadata(BaseModel):
     """pysteps-style metadata of a nowcast result."""
 
