@@ -137,7 +137,8 @@ def write_grib(path: Path, rain: np.ndarray, *, step_minutes: int = 5, lat1: flo
     values = np.where(np.isnan(rain), -3.0, rain)
     with path.open("wb") as f:
         for frame, time in zip(values, times(len(values), step_minutes), strict=True):
-            f.write(_grib_message(frame, time, lat1=lat1, lon1=lon1, step_deg=step_deg, parameter=(209, 6, 1)))
+            f.write(_grib_message(frame, time, lat1=lat1, lon1=lon1, step_deg=step_deg,
+                                  parameter=(209, 6, 1)))
     return path
 
 
