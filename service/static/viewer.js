@@ -99,6 +99,12 @@ function selectJob(id) {
   $("controls").hidden = true;
   $("point").hidden = true;
   $("stale-warning").hidden = true;
+  $("maps").hidden = true;
+  $("legend").innerHTML = "";
+  if (state.maps) {
+    state.maps.forEach((m) => m.remove());
+    state.maps = null;
+  }
   setBanner("queued", `Job ${id}: asking…`);
   pollStatus();
 }
@@ -179,6 +185,7 @@ async function showResult(id) {
       `(more than ${info.stale_minutes} min): this is not a nowcast of now.`;
   }
   $("obs-caption").textContent = `last observation, ${utc(info.forecast_reference_time)}`;
+  $("maps").hidden = false;
   setupMaps(info);
   await showObservation();
   await showLead();
@@ -496,6 +503,7 @@ async function start() {
     showLead();
   });
   $("play").addEventListener("click", togglePlay);
+  window.addEventListener("hashchange", () => { if (location.hash.length > 1) selectJob(location.hash.slice(1)); });
   setInterval(() => { if (!needsKey()) refreshJobs(); }, 3000);
   if (needsKey()) return;  // nothing to ask the API before the key is entered
   await loadModel();
