@@ -170,3 +170,14 @@ def test_png_maps_by_product_and_animated_over_the_leads(client, redis, redis_ur
     animated = client.get(f"/v1/nowcasts/{job_id}/png", params={"product": "mean", "animated": True})
     image = Image.open(io.BytesIO(animated.content))
     assert animated.status_code == 200 and getattr(image, "n_frames", 1) == 4
+
+
+def test_nowcast_submit_reads_with_the_same_reader_and_sends_the_grid(client, tmp_path):
+    from service.cli import cut_input
+
+    fine = np.repeat(np.repeat(writers.blob(n=6, h=24, w=32), 4, axis=1), 4, axis=2)  # 1 km cells
+    path = writers.write_cf(tmp_path / "fine.nc", fine, name="any_name", cell_m=1000.0)
+    body = cut_input(path, client.get("/v1/model").json())  # averaged to the model's 4 km cells
+    assert body["frames"]["shape"] == [5, 24, 32] and body["grid"]["crs"] == "EPSG:3067"
+    assert body["grid_spacing_km"] == pytest.approx(4.0)
+    assert client.post("/v1/nowcasts", json={**body, "members": 2}).status_code == 202
