@@ -43,7 +43,7 @@ def _stamp(time: dt.datetime | None) -> np.datetime64:
     return np.datetime64(time.astimezone(dt.timezone.utc).replace(tzinfo=None), "ns")
 
 
-def _grid_coords(nowcast: EnsembleNowcast) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _grid_coords(nowcast: EnsembleNowcast | Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Coordinates of the grid and the grid mapping's attributes (None without a CRS)."""
     from radar.georef import lonlat, parse_crs
 
@@ -63,6 +63,7 @@ def _grid_coords(nowcast: EnsembleNowcast) -> tuple[dict[str, Any], dict[str, An
                                                         "units": "m", "axis": "X", "comment": note})}, None
     crs = parse_crs(grid.crs)
     y, x = np.asarray(grid.y, np.float64), np.asarray(grid.x, np.float64)
+    coords: dict[str, Any]
     if crs.is_geographic:
         coords = {"y": ("y", y, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
                   "x": ("x", x, {"standard_name": "longitude", "units": "degrees_east", "axis": "X"})}
@@ -87,7 +88,7 @@ def _grid_coords(nowcast: EnsembleNowcast) -> tuple[dict[str, Any], dict[str, An
     return coords, mapping
 
 
-def nowcast_dataset(nowcast: EnsembleNowcast, *, institution: str = "", history: str = "",
+def nowcast_dataset(nowcast: EnsembleNowcast | Any, *, institution: str = "", history: str = "",
                     attrs: dict[str, Any] | None = None):
     """CF-1.8 ``xarray.Dataset`` of ``nowcast`` (module docstring).
 

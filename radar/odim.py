@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,9 +72,9 @@ def _grid(where) -> tuple[str, np.ndarray, np.ndarray, tuple[int, int]]:
     return crs_text(crs), y, x, (h, w)
 
 
-def _pick_data(dataset) -> tuple[str, object]:
+def _pick_data(dataset) -> tuple[str, Any]:
     """The preferred (quantity, data group) of a dataset, by :data:`QUANTITIES` order."""
-    found = {}
+    found: dict[str, Any] = {}
     for name in sorted(k for k in dataset if k.startswith("data")):
         quantity = _text(_attrs(dataset, dataset[name]).get("quantity", ""))
         found.setdefault(quantity, dataset[name])

@@ -217,7 +217,7 @@ def last_frames(seq: RadarSequence, *, t_in: int, steps: Sequence[int], cell_km:
     from radar.events import coarsen_values
     from radar.georef import check_cell_size, resample_factor
 
-    step = serving_step(seq.timestep_minutes, steps, source=seq.source)
+    step = serving_step(seq.timestep_minutes, tuple(steps), source=seq.source)
     stride = frame_stride(seq.timestep_minutes, step, source=seq.source)
     start = seq.values.shape[0] - 1 - stride * (t_in - 1)
     if start < 0:

@@ -187,11 +187,11 @@ def _lead_index(result: dict[str, Any], lead: int) -> int:
     return leads.index(lead)
 
 
-def _graticule(ax, grid: Grid, extent: list[float], to_axis: float) -> None:
+def _graticule(ax, grid: Grid, extent: tuple[float, float, float, float], to_axis: float) -> None:
     """Lat/lon lines every 1, 2 or 5 degrees over a projected map."""
     from radar.georef import lonlat, parse_crs
 
-    lat, lon = lonlat(parse_crs(grid.crs), np.asarray(grid.y), np.asarray(grid.x))
+    lat, lon = lonlat(parse_crs(str(grid.crs)), np.asarray(grid.y), np.asarray(grid.x))
     span = max(float(np.ptp(lat)), float(np.ptp(lon) * np.cos(np.radians(np.mean(lat)))))
     step = 1.0 if span < 8 else 2.0 if span < 20 else 5.0
     xs, ys = np.asarray(grid.x) / to_axis, np.asarray(grid.y) / to_axis
@@ -222,7 +222,7 @@ def _figure(result: dict[str, Any], product: str, lead_index: int, threshold: fl
         to_axis = 1.0 if grid.xy_units == "degrees" else 1000.0
         y, x = np.asarray(grid.y) / to_axis, np.asarray(grid.x) / to_axis
         dy, dx = abs(y[1] - y[0]) / 2, abs(x[1] - x[0]) / 2
-        extent = [x.min() - dx, x.max() + dx, y.min() - dy, y.max() + dy]
+        extent = (x.min() - dx, x.max() + dx, y.min() - dy, y.max() + dy)
         ax.imshow(scales.rgba(values, scale), extent=extent, origin="upper" if y[0] > y[-1] else "lower",
                   interpolation="nearest")
         unit = "degrees" if to_axis == 1.0 else "km"

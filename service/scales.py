@@ -50,7 +50,7 @@ def classes(values: np.ndarray, scale: str) -> np.ndarray:
 
 def rgba(values: np.ndarray, scale: str) -> np.ndarray:
     """(H, W) values (mm/h, or probability in [0, 1]) -> (H, W, 4) uint8 RGBA of the scale."""
-    colours = PROBABILITY_COLOURS if scale == "probability" else RAIN_COLOURS
+    colours: tuple[str, ...] = PROBABILITY_COLOURS if scale == "probability" else RAIN_COLOURS
     table = np.zeros((len(colours) + 2, 4), np.uint8)  # rows: classes..., transparent, no data
     table[: len(colours), :3] = [_rgb(c) for c in colours]
     table[: len(colours), 3] = 235
@@ -60,6 +60,7 @@ def rgba(values: np.ndarray, scale: str) -> np.ndarray:
 
 def legend(scale: str, *, threshold: float | None = None) -> dict[str, Any]:
     """The legend of a scale for the viewer and the PNG: title and (label, colour) entries."""
+    colours: tuple[str, ...]
     if scale == "probability":
         edges = [round(100 * x) for x in PROBABILITY_LEVELS] + [100]
         labels = [f"{a}-{b} %" if a else f"> 0-{b} %" for a, b in zip(edges[:-1], edges[1:], strict=True)]
