@@ -36,28 +36,31 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     import numpy as np
 
     from model.grid import Grid
-    from model.products import ensemble_dataset
-    from radar.read import cut_window, read_event, serving_step
+    from radar.cf import nowcast_dataset, write_netcdf
+    from radar.read import cut_window
+    from radar.readers import last_frames, read_radar, sequence_cell_km
 
     nowcaster = load_nowcaster(args.checkpoint, args.preset)
     config = nowcaster.config
-    seq = read_event(args.input)
-    step = serving_step(seq.timestep_minutes, nowcaster.defaults.step_minutes, source=seq.source)
-    seq = cut_window(seq, start=args.start, n_frames=config.t_in, size=config.size, coarsen=args.coarsen,
-                     step_minutes=step)
+    defaults = nowcaster.defaults
+    seq, coarsen = last_frames(read_radar(args.input), t_in=config.t_in, steps=defaults.step_minutes,
+                               cell_km=defaults.cell_km, resample=True, coarsen=args.coarsen)
+    if args.size and min(seq.values.shape[1:]) > args.size:  # the wettest size x size window
+        seq = cut_window(seq, start=0, n_frames=config.t_in, size=args.size)
     times = [np.datetime64(t, "s").astype(object) for t in seq.times]
-    spacing = seq.grid_spacing / 1000 if seq.grid_spacing_unit == "m" else None
-    grid = Grid(shape=seq.values.shape[1:], cell_km=spacing, y=seq.y, x=seq.x)
+    grid = Grid(shape=seq.values.shape[1:], cell_km=sequence_cell_km(seq), crs=seq.crs or None,
+                y=seq.y, x=seq.x)
     nowcast = nowcaster.nowcast(seq.values, unit=seq.unit, timestamps=times, grid=grid, members=args.members,
                                 steps=args.steps, guidance=args.guidance, seed=args.seed,
                                 matching=args.matching, advection=args.advection)
-    ds = ensemble_dataset(nowcast.members, timestep_minutes=nowcast.step_minutes,
-                          reference_time=seq.times[-1], thresholds=nowcast.options.thresholds,
-                          model_version=nowcast.model_version)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(args.output, encoding={v: {"zlib": True} for v in ds.data_vars})
+    resampled = {"resampled": f"area mean of {coarsen} x {coarsen} input cells"} if coarsen > 1 else {}
+    ds = nowcast_dataset(nowcast, history=f"input {seq.source}", attrs={
+        "zr_relation": f"Z = {config.transform.zr_a:g} R^{config.transform.zr_b:g}",
+        "precip_threshold_mm_h": float(config.transform.rain_min), **resampled})
+    write_netcdf(ds, args.output)
     prob = nowcast.probability[list(nowcast.thresholds).index(1.0)] if 1.0 in nowcast.thresholds else None
-    print(f"{seq.source}: {config.t_in} frames up to {seq.times[-1]} at {step} min, model "
+    print(f"{seq.source}: {config.t_in} frames up to {seq.times[-1]} at {nowcast.step_minutes} min, "
+          f"{'x'.join(map(str, seq.values.shape[1:]))} cells of {grid.cell_km or float('nan'):.2f} km, model "
           f"{nowcast.model_version} ({nowcast.options.advection} frame, matching {nowcast.options.matching})")
     print(f"{'lead':>6s} {'mean mm/h':>10s} {'max mean':>9s} {'area P(>=1mm/h)>0.5':>20s}")
     for i in range(0, len(nowcast.lead_minutes), max(1, len(nowcast.lead_minutes) // 5)):
@@ -105,13 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("forecast", help="ensemble nowcast of a radar event file (CF-netCDF)")
-    p.add_argument("--input", type=Path, required=True,
-                   help="event file, e.g. ../shared/radar/events/fmi_20160928.nc")
+    p = sub.add_parser("forecast",
+                       help="ensemble nowcast of radar files (CF-netCDF, ODIM_H5, GRIB2, GeoTIFF)")
+    p.add_argument("--input", type=Path, nargs="+", required=True,
+                   help="radar file(s) holding the last frames, e.g. ../shared/radar/events/fmi_20160928.nc "
+                   "or one ODIM_H5 composite per time (radar/readers.py)")
     p.add_argument("--checkpoint", type=Path, help=f"checkpoint folder (default {DEFAULT_CHECKPOINT})")
     p.add_argument("--preset", default="small", help="untrained preset when there is no checkpoint")
-    p.add_argument("--start", type=int, default=0, help="index of the first input frame")
-    p.add_argument("--coarsen", type=int, default=4, help="area-mean this many cells per side")
+    p.add_argument("--coarsen", type=int, default=None,
+                   help="area-mean this many cells per side (default: as many as bring the cells near the "
+                   "model's cell size, GET /v1/model cell_km)")
+    p.add_argument("--size", type=int, default=128,
+                   help="forecast the wettest size x size window of the grid (0: the whole grid)")
     p.add_argument("--members", type=int, default=None, help="ensemble size (default: the checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the checkpoint's)")

@@ -18,9 +18,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service import routes_health, routes_nowcasts
+from service import routes_health, routes_maps, routes_nowcasts, routes_ui
 from service.deps import require_api_key
 from service.inputs import InputError, read_model_info
+from service.maps import ResultCache
 from service.redis_client import async_client
 from service.settings import Settings, get_settings
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "model. Submit frames, poll the job, fetch JSON, CF-netCDF or PNG.")
     app.state.settings = settings
     app.state.metrics = routes_health.ApiMetrics()
+    app.state.result_cache = ResultCache()
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Location", "ETag", "Retry-After"])
@@ -74,5 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             headers={"Retry-After": "5"})
 
     app.include_router(routes_nowcasts.router, dependencies=[Depends(require_api_key)])
+    app.include_router(routes_maps.router, dependencies=[Depends(require_api_key)])
     app.include_router(routes_health.router)
+    routes_ui.mount(app)
     return app

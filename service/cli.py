@@ -1,10 +1,10 @@
 """``nowcast submit``: send a radar file to a running service and save the nowcast.
 
-By default the file is read locally (``radar.read.read_event``: the layout of the
-shared event files), the last ``t_in`` frames at the model's timestep are cut to the model's
-grid around the wettest area (``cut_window``: ``--coarsen`` area mean, ``size x size`` cells)
-and sent as JSON (base64 float32): event files are tens of MB and rarely on the model grid.
-``--raw`` uploads the file unchanged (multipart) for files already on the model grid.
+By default the files are read locally by the service's own reader (``radar.readers``: CF-netCDF,
+ODIM_H5, GRIB2, GeoTIFF), the last ``t_in`` frames at the model's timestep are area-averaged to
+its cell size and cut around the wettest area (``size x size`` cells), and sent as JSON (base64
+float32, with the grid's CRS and coordinates): event files are tens of MB. ``--raw`` uploads the
+files unchanged (multipart); the service reads them with the same reader.
 The command then polls the job with ``If-None-Match`` and saves the result.
 """
 
@@ -34,36 +34,38 @@ def _check(response) -> Any:
     return response
 
 
-def cut_input(path: Path, model: dict[str, Any], *, coarsen: int) -> dict[str, Any]:
-    """JSON request body of the last ``t_in`` frames of event file ``path`` on the model grid.
+def cut_input(paths: Path | list[Path], model: dict[str, Any], *,
+              coarsen: int | None = None) -> dict[str, Any]:
+    """JSON request body of the last ``t_in`` frames of radar file(s) ``paths`` on the model grid.
 
-    Reflectivity is sent when the file has it (the model's pixels are linear in dBZ, so no
-    Z-R relation is involved), rain rate otherwise.
+    The files are read by the service's own reader (``radar.readers.read_radar``: CF-netCDF,
+    ODIM_H5, GRIB2, GeoTIFF), the last frames taken at a step the model serves, area-averaged to
+    the model's cell size (``coarsen`` cells per side, default: as many as ``cell_km`` of
+    ``GET /v1/model`` asks) and cut to the wettest ``size x size`` window. The body carries the
+    grid (CRS and coordinates) when the files have one.
     """
     import numpy as np
-    import xarray as xr
 
-    from radar.read import cut_window, frame_stride, read_event, serving_step
+    from radar.read import cut_window
+    from radar.readers import last_frames, read_radar, sequence_cell_km
 
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        quantity = "reflectivity" if "reflectivity" in ds.data_vars else "rain_rate"
-    seq = read_event(path, quantity=quantity)
-    step = serving_step(seq.timestep_minutes, model["step_minutes"], source=seq.source)
-    stride = frame_stride(seq.timestep_minutes, step, source=seq.source)
-    start = seq.values.shape[0] - 1 - stride * (model["t_in"] - 1)
-    if start < 0:
-        raise ValueError(f"{seq.source} has too few frames for {model['t_in']} inputs at {step} min")
-    window = cut_window(seq, start=start, n_frames=model["t_in"], size=model["size"], coarsen=coarsen,
-                        step_minutes=step)
+    seq = read_radar(paths)
+    window, _ = last_frames(seq, t_in=model["t_in"], steps=model["step_minutes"],
+                            cell_km=model.get("cell_km"), resample=True, coarsen=coarsen)
+    if min(window.values.shape[1:]) > model["size"]:
+        window = cut_window(window, start=0, n_frames=model["t_in"], size=model["size"])
     values = np.ascontiguousarray(window.values, dtype="<f4")
-    spacing = window.grid_spacing / 1000 if window.grid_spacing_unit == "m" else None
-    return {
+    body: dict[str, Any] = {
         "frames": {"data": base64.b64encode(values.tobytes()).decode("ascii"),
                    "shape": list(values.shape), "dtype": "float32"},
         "unit": window.unit,
         "timestamps": [str(np.datetime_as_string(t, unit="s")) + "Z" for t in window.times],
-        "grid_spacing_km": spacing,
+        "grid_spacing_km": sequence_cell_km(window),
     }
+    if window.crs and window.y is not None and window.x is not None:
+        body["grid"] = {"crs": window.crs, "y": [float(v) for v in window.y],
+                        "x": [float(v) for v in window.x]}
+    return body
 
 
 def wait_for_job(client, status_url: str, *, timeout: float, poll: float) -> dict[str, Any]:
@@ -122,16 +124,18 @@ def submit(args: argparse.Namespace) -> int:
         with httpx.Client(base_url=args.url, headers=headers, timeout=120.0) as client:
             options = {"members": args.members, "guidance": args.guidance, "seed": args.seed,
                        "matching": args.matching, "advection": args.advection}
+            upload_options = {**options, "resample": True}
             if args.raw:
-                with args.file.open("rb") as f:
-                    response = client.post("/v1/nowcasts", data={k: str(v) for k, v in options.items()},
-                                           files={"file": (args.file.name, f, "application/x-netcdf")})
+                files = [("file", (path.name, path.read_bytes(), "application/octet-stream"))
+                         for path in args.file]
+                form = {k: str(v) for k, v in upload_options.items()}
+                response = client.post("/v1/nowcasts", data=form, files=files)
             else:
                 model = _check(client.get("/v1/model")).json()
                 body = cut_input(args.file, model, coarsen=args.coarsen)
                 response = client.post("/v1/nowcasts", json={**body, **options})
             job = _check(response).json()
-            log.info("submitted %s as job %s", args.file, job["id"])
+            log.info("submitted %s as job %s", ", ".join(map(str, args.file)), job["id"])
             status = wait_for_job(client, job["status_url"], timeout=args.timeout, poll=args.poll)
             result = _check(client.get(job["result_url"], params={"format": args.format}))
     except (httpx.HTTPError, SubmitError, ValueError, OSError) as err:
@@ -146,8 +150,9 @@ def submit(args: argparse.Namespace) -> int:
 def add_submit_parser(sub) -> None:
     """Register ``nowcast submit`` on the ``nowcast`` sub-parsers ``sub``."""
     p = sub.add_parser("submit", help="send a radar file to a running service and save the nowcast")
-    p.add_argument("file", type=Path,
-                   help="CF-netCDF radar file, e.g. ../shared/radar/events/fmi_20160928.nc")
+    p.add_argument("file", type=Path, nargs="+",
+                   help="radar file(s): CF-netCDF, ODIM_H5, GRIB2 or GeoTIFF (one file per frame, or one "
+                   "with them all), e.g. ../shared/radar/events/fmi_20160928.nc")
     p.add_argument("--url", default=DEFAULT_URL, help=f"service base URL (default {DEFAULT_URL})")
     p.add_argument("--members", type=int, default=10)
     p.add_argument("--guidance", type=float, default=1.0)
@@ -159,10 +164,12 @@ def add_submit_parser(sub) -> None:
     p.add_argument("--format", choices=("netcdf", "json"), default="netcdf")
     p.add_argument("--output", type=Path, default=None, help="default out/result.nc (or .json)")
     p.add_argument("--api-key", default=None, help="X-API-Key, when the service requires one")
-    p.add_argument("--coarsen", type=int, default=4,
-                   help="area-mean this many cells per side before cutting (the default model "
-                        "was trained on 4 km cells)")
-    p.add_argument("--raw", action="store_true", help="upload the file unchanged (multipart)")
+    p.add_argument("--coarsen", type=int, default=None,
+                   help="area-mean this many cells per side before cutting (default: as many as bring "
+                        "the cells near the model's, GET /v1/model cell_km)")
+    p.add_argument("--raw", action="store_true",
+                   help="upload the file(s) unchanged (multipart) with resample=true: the service reads "
+                        "them with the same reader")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the job")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between status polls")
     p.set_defaults(func=submit)

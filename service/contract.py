@@ -36,11 +36,12 @@ class JobRequest(BaseModel):
     matching: Literal["cdf", "none"] | None = None
     advection: Literal["dense", "bulk", "none"] | None = None
     motion_spread: float | None = None
-    grid_spacing_km: float | None = None
-    projection: str | None = None
-    y: list[float] | None = None
-    x: list[float] | None = None
-    coordinate_units: str | None = None
+    grid_spacing_km: float | None = Field(None, description="cell size in km (the grid's, after resampling)")
+    crs: str | None = Field(None, description="CRS of y and x (EPSG code, proj4 or WKT)")
+    y: list[float] | None = Field(None, description="(H,) cell centres, row 0 first, in the CRS's units")
+    x: list[float] | None = Field(None, description="(W,) cell centres")
+    xy_units: str | None = Field(None, description="units of y and x: 'm' or 'degrees'")
+    resampled: str | None = Field(None, description="how the input was area-averaged to the model's cells")
     source: str = "json"
     rain_min: float = Field(0.1, description="rain rates below this are dry (the checkpoint's transform)")
     zr_relation: str | None = None

@@ -2,8 +2,9 @@
 
 The API never loads the networks; it reads what it needs to check a request (frame count,
 timestep, side multiple, data transform, version) from the checkpoint folder's
-``config.json`` and ``manifest.json``. Every check raises :class:`InputError` (a
-``ValueError``) whose message names the problem and the valid choices.
+``config.json`` and ``manifest.json``. Uploaded files are read by the same reader as the CLI's
+(``radar.readers``: CF-netCDF, ODIM_H5, GRIB2, GeoTIFF). Every check raises :class:`InputError`
+(a ``ValueError``) whose message names the problem and the valid choices; the API answers 422.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +26,6 @@ from model.transform import UNITS, PixelTransform
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
-# Preferred first: the model's pixels are linear in dBZ, so reflectivity needs no Z-R relation.
-UPLOAD_VARIABLES = (
-    ("standard_name", "equivalent_reflectivity_factor", "dBZ"),
-    ("standard_name", "lwe_precipitation_rate", "mm/h"),
-    ("name", "reflectivity", "dBZ"),
-    ("name", "rain_rate", "mm/h"),
-)
-UNIT_SPELLINGS = {"dbz": "dBZ", "mm h-1": "mm/h", "mm/h": "mm/h", "mm hr-1": "mm/h", "1": "pixel"}
 
 
 class InputError(ValueError):
@@ -123,96 +115,81 @@ def to_pixels(values: np.ndarray, unit: str, transform: PixelTransform) -> np.nd
 
 
 @dataclass(frozen=True)
-class Upload:
-    """Frames read from an uploaded CF-netCDF file."""
+class RadarInput:
+    """The frames of a request ready to check and queue, with the grid fields of its job.
 
-    values: np.ndarray  # (t_in, H, W) in ``unit``, NaN = no data
+    ``values`` (t_in, H, W) in ``unit``, NaN = no data; ``grid`` holds the
+    :class:`~service.contract.JobRequest` fields grid_spacing_km, crs, y, x, xy_units, resampled.
+    """
+
+    values: np.ndarray
     unit: str
     timestamps: list[dt.datetime]
-    grid_spacing_km: float | None
-    projection: str | None
-    y: list[float] | None
-    x: list[float] | None
-    coordinate_units: str | None
-    variable: str
+    grid: dict[str, Any]
+    source: str
 
 
-def _pick_variable(ds) -> tuple[str, str]:
-    for how, key, unit in UPLOAD_VARIABLES:
-        for name, var in ds.data_vars.items():
-            if (how == "name" and name == key) or (how == "standard_name"
-                                                     and var.attrs.get("standard_name") == key):
-                declared = str(var.attrs.get("units", "")).strip()
-                if declared and UNIT_SPELLINGS.get(declared.lower()) not in (unit, None):
-                    raise InputError(f"variable {name!r} has units {declared!r}; expected {unit}")
-                return str(name), unit
-    raise InputError(
-        "no radar variable found: need standard_name 'equivalent_reflectivity_factor' (dBZ) or "
-        "'lwe_precipitation_rate' (mm h-1), or a variable named 'reflectivity' or 'rain_rate'; "
-        f"file has {sorted(map(str, ds.data_vars))}"
-    )
+def _grid_fields(seq, coarsen: int) -> dict[str, Any]:
+    from radar.georef import parse_crs, xy_units
+    from radar.readers import sequence_cell_km
+
+    crs = seq.crs or None
+    cell = sequence_cell_km(seq)
+    return {
+        "grid_spacing_km": None if cell is None else round(cell, 6), "crs": crs,
+        "y": None if crs is None or seq.y is None else [float(v) for v in seq.y],
+        "x": None if crs is None or seq.x is None else [float(v) for v in seq.x],
+        "xy_units": None if crs is None else xy_units(parse_crs(crs)),
+        "resampled": f"area mean of {coarsen} x {coarsen} cells" if coarsen > 1 else None,
+    }
 
 
-def _projection(ds, var) -> str | None:
-    mapping = var.attrs.get("grid_mapping")
-    if mapping and mapping in ds.variables:
-        attrs = ds[mapping].attrs
-        for key in ("crs_wkt", "spatial_ref", "proj4", "proj4_params"):
-            if attrs.get(key):
-                return str(attrs[key])
-    for key in ("projection_proj4", "projection", "crs_wkt"):
-        if ds.attrs.get(key):
-            return str(ds.attrs[key])
-    return None
+def read_upload(files: Sequence[tuple[str, bytes]], *, info: ModelInfo, resample: bool) -> RadarInput:
+    """The last ``t_in`` frames of uploaded radar files (any format ``radar.readers`` reads) at a
+    step the model serves, resampled to its cells when asked; ``InputError`` naming the problem."""
+    from radar.readers import last_frames, read_radar
+
+    try:
+        seq = read_radar(list(files))
+        window, coarsen = last_frames(seq, t_in=info.t_in, steps=info.step_minutes,
+                                      cell_km=info.defaults.cell_km, resample=resample)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    times = [utc(dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="s")))) for t in window.times]
+    return RadarInput(values=window.values, unit=window.unit, timestamps=times,
+                      grid=_grid_fields(window, coarsen), source=seq.source)
 
 
-def _grid_spacing_km(ds, x: np.ndarray | None, units: str | None) -> float | None:
-    if "grid_spacing_m_x" in ds.attrs and "grid_spacing_m_y" in ds.attrs:
-        return float(np.mean([ds.attrs["grid_spacing_m_x"], ds.attrs["grid_spacing_m_y"]])) / 1000
-    if x is not None and len(x) > 1 and units in ("m", "km"):
-        spacing = float(np.abs(np.diff(x)).mean())
-        return spacing / 1000 if units == "m" else spacing
-    return None
+def json_input(values: np.ndarray, unit: str, times: list[dt.datetime], step: int, *, info: ModelInfo,
+               grid, grid_spacing_km: float | None, resample: bool) -> RadarInput:
+    """A JSON request's frames with its grid (a :class:`~service.schemas.GridSpec` or None),
+    resampled to the model's cells when asked; ``InputError`` for a grid that does not fit the
+    frames or is far from the model's cell size."""
+    from radar.georef import parse_crs
+    from radar.read import RadarSequence
+    from radar.readers import last_frames, sequence_cell_km
 
-
-def read_upload(content: bytes, *, t_in: int) -> Upload:
-    """The last ``t_in`` frames of an uploaded CF-netCDF file (dims ``time, y, x``).
-
-    The variable is chosen by standard_name (reflectivity first), else by the names of the
-    project's event files (``reflectivity``, ``rain_rate``; see ``radar/read.py``).
-    """
-    import xarray as xr
-
-    with tempfile.NamedTemporaryFile(suffix=".nc") as tmp:
-        tmp.write(content)
-        tmp.flush()
-        try:
-            ds = xr.open_dataset(tmp.name, engine="netcdf4")
-        except (OSError, ValueError) as err:
-            raise InputError(f"file is not a readable netCDF file ({err})") from err
-        with ds:
-            name, unit = _pick_variable(ds)
-            var = ds[name]
-            if var.ndim != 3 or "time" not in var.dims:
-                raise InputError(f"variable {name!r} must have dims (time, y, x), got {var.dims}")
-            others = [str(d) for d in var.dims if d != "time"]
-            var = var.transpose("time", *others).isel(time=slice(-t_in, None))
-            values = np.asarray(var.values, dtype=np.float32)
-            try:
-                times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="s")))
-                         for t in np.asarray(var["time"].values).astype("datetime64[s]")]
-            except (TypeError, ValueError) as err:
-                raise InputError(f"time coordinate of {name!r} is not a CF time ({err})") from err
-            coord: dict[str, Any] = {}
-            for dim in others:
-                coord[dim] = np.asarray(ds[dim].values, dtype=np.float64) if dim in ds.coords else None
-            ydim, xdim = others
-            xunits = str(ds[xdim].attrs.get("units", "")) if coord[xdim] is not None else None
-            return Upload(
-                values=values, unit=unit, timestamps=[utc(t) for t in times],
-                grid_spacing_km=_grid_spacing_km(ds, coord[xdim], xunits),
-                projection=_projection(ds, ds[name]),
-                y=None if coord[ydim] is None else coord[ydim].tolist(),
-                x=None if coord[xdim] is None else coord[xdim].tolist(),
-                coordinate_units=xunits or None, variable=name,
-            )
+    try:
+        y = x = crs = None
+        if grid is not None:
+            crs = parse_crs(grid.crs)
+            y, x = grid.coordinates(values.shape[1:])
+        seq = RadarSequence(
+            values=values, times=np.array([np.datetime64(t.replace(tzinfo=None), "ns") for t in times]),
+            unit=unit, timestep_minutes=step,
+            grid_spacing=np.nan if grid_spacing_km is None else grid_spacing_km * 1000,
+            grid_spacing_unit="" if grid_spacing_km is None else "m", source="request",
+            y=y, x=x, crs="" if crs is None else grid.crs)
+        if crs is not None and grid_spacing_km is not None:
+            from_grid = sequence_cell_km(seq)
+            if from_grid is not None and abs(from_grid / grid_spacing_km - 1) > 0.1:
+                raise ValueError(f"grid_spacing_km={grid_spacing_km:g} contradicts the grid's "
+                                 f"{from_grid:.3f} km cells")
+        if resample and unit not in ("dBZ", "mm/h"):
+            raise ValueError(f"resample needs frames in dBZ or mm/h, got {unit!r}")
+        window, coarsen = last_frames(seq, t_in=values.shape[0], steps=(step,),
+                                      cell_km=info.defaults.cell_km, resample=resample)
+    except ValueError as err:
+        raise InputError(str(err)) from err
+    return RadarInput(values=window.values, unit=unit, timestamps=times, grid=_grid_fields(window, coarsen),
+                      source="json")

@@ -43,6 +43,7 @@ from service.settings import QueueSettings
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATES = (QUEUED, RUNNING, DONE, FAILED)
 RESULT_ARRAYS = ("mean", "percentiles", "probability", "thresholds", "members", "lead_minutes")
+OPTIONAL_RESULT_ARRAYS = ("observed",)  # (H, W) mm/h, the last input frame (shown beside the forecast)
 DEAD_LETTER_MAXLEN = 10_000
 
 # Atomic "add unless full": the length check and the XADD must not interleave with another submit.
@@ -186,6 +187,32 @@ async def get_job(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> dic
     """The job's hash as strings, or None when unknown or expired."""
     fields = await r.hgetall(Keys(qs.prefix).job(job_id))
     return {_str(key): _str(value) for key, value in fields.items()} or None
+
+
+LIST_FIELDS = ("id", "status", "created", "started", "finished", "attempts", "model_version", "error",
+               "request")
+
+
+async def list_jobs(r: redis.asyncio.Redis, qs: QueueSettings, *, status: str | None = None,
+                    limit: int = 20) -> list[dict[str, str]]:
+    """The newest ``limit`` jobs (their hashes as strings, ``request`` JSON included), newest first,
+    only those in ``status`` when given. Jobs are found by scanning ``p:job:*``: finished ones
+    expire after ``result_ttl_seconds``, so the scan stays as small as the recent work."""
+    k = Keys(qs.prefix)
+    keys = [key async for key in r.scan_iter(match=k.job("*"), count=500)]
+    if not keys:
+        return []
+    async with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, list(LIST_FIELDS))
+        rows = await pipe.execute()
+    found = []
+    for row in rows:
+        job = {name: _str(value) for name, value in zip(LIST_FIELDS, row, strict=True) if value is not None}
+        if job.get("id") and (status is None or job.get("status") == status):
+            found.append(job)
+    found.sort(key=lambda job: float(job.get("created") or 0), reverse=True)
+    return found[:limit]
 
 
 async def get_result(r: redis.asyncio.Redis, qs: QueueSettings, job_id: str) -> bytes | None:
@@ -398,13 +425,15 @@ def encode_result(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
     ----------
     arrays : ``mean`` (T, H, W), ``percentiles`` (3, T, H, W), ``members`` (K, T, H, W) rain
         rate in mm/h; ``probability`` (n_thresholds, T, H, W) in [0, 1]; ``thresholds``
-        (n_thresholds,) mm/h; ``lead_minutes`` (T,). NaN = no data.
+        (n_thresholds,) mm/h; ``lead_minutes`` (T,); optionally ``observed`` (H, W) mm/h, the
+        last input frame. NaN = no data.
     meta : JSON-able: model_version, timestep_minutes, members, guidance, seed, timings, request.
     """
     missing = [name for name in RESULT_ARRAYS if name not in arrays]
     if missing:
         raise ValueError(f"result arrays {missing} are missing; needed: {RESULT_ARRAYS}")
-    payload: dict[str, Any] = {name: np.asarray(arrays[name]) for name in RESULT_ARRAYS}
+    names = RESULT_ARRAYS + tuple(n for n in OPTIONAL_RESULT_ARRAYS if n in arrays)
+    payload: dict[str, Any] = {name: np.asarray(arrays[name]) for name in names}
     payload["meta"] = np.array(json.dumps(meta))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **payload)
@@ -414,6 +443,7 @@ def encode_result(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
 def decode_result(blob: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_result`: the arrays by name, and ``meta`` as a dict."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        result: dict[str, Any] = {name: data[name] for name in RESULT_ARRAYS}
+        result: dict[str, Any] = {name: data[name] for name in RESULT_ARRAYS + OPTIONAL_RESULT_ARRAYS
+                                  if name in data.files}
         result["meta"] = json.loads(str(data["meta"]))
     return result

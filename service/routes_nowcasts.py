@@ -1,9 +1,10 @@
 """``/v1/nowcasts``: submit a nowcast, follow its job, fetch the result.
 
-A submission is JSON (:class:`~service.schemas.NowcastRequest`) or a multipart upload of a
-CF-netCDF file (field ``file`` plus the option fields of
-:class:`~service.schemas.NowcastOptions`; ``thresholds`` comma-separated). Either way the
-frames are validated against the served checkpoint and queued as model pixels.
+A submission is JSON (:class:`~service.schemas.NowcastRequest`) or a multipart upload of radar
+files in any format ``radar.readers`` reads (field ``file``, repeated for one file per frame,
+plus the option fields of :class:`~service.schemas.NowcastOptions`; ``thresholds``
+comma-separated). Either way the frames are validated against the served checkpoint, their
+grid checked against its cell size (or resampled to it), and queued as model pixels.
 """
 
 from __future__ import annotations
@@ -20,11 +21,28 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from service import jobs, render
+from service import jobs, render, scales
 from service.contract import JobRequest
 from service.deps import ModelInfoDep, RedisDep, SettingsDep
-from service.inputs import InputError, ModelInfo, check_frames, frames_from_lists, read_upload, to_pixels
-from service.schemas import Array, JobStatus, NowcastOptions, NowcastRequest, NowcastResult, SubmitResponse
+from service.inputs import (
+    InputError,
+    ModelInfo,
+    check_frames,
+    frames_from_lists,
+    json_input,
+    read_upload,
+    to_pixels,
+)
+from service.schemas import (
+    Array,
+    JobList,
+    JobStatus,
+    JobSummary,
+    NowcastOptions,
+    NowcastRequest,
+    NowcastResult,
+    SubmitResponse,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +72,10 @@ def _upload_schema() -> dict[str, Any]:
     options = _inline_refs(NowcastOptions.model_json_schema())
     options["properties"]["thresholds"] = {"type": "string", "example": "0.1,1,5,10,20,50",
                                            "description": "comma-separated thresholds, mm/h"}
-    options["properties"]["file"] = {"type": "string", "format": "binary",
-                                     "description": "CF-netCDF file with dims (time, y, x)"}
+    options["properties"]["file"] = {
+        "type": "array", "items": {"type": "string", "format": "binary"},
+        "description": "radar file(s): CF-netCDF, ODIM_H5, GRIB2 or GeoTIFF (radar/readers.py); the last "
+                       "t_in frames at a step the model serves are used"}
     options["required"] = ["file"]
     return options
 
@@ -84,18 +104,26 @@ async def _parse_json(request: Request, info: ModelInfo, max_side: int):
     else:
         values = frames_from_lists(body.frames)
     times, step = check_frames(values, body.timestamps, info=info, max_side=max_side)
-    extra = {"grid_spacing_km": body.grid_spacing_km, "projection": body.projection, "source": "json"}
-    return body, values, body.unit, times, step, extra
+    data = json_input(values, body.unit, times, step, info=info, grid=body.grid,
+                      grid_spacing_km=body.grid_spacing_km, resample=body.resample)
+    if data.values.shape != values.shape:  # resampled: the sides again
+        check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    return body, data, step
 
 
 async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
     form = await request.form()
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise InputError("multipart submission needs a CF-netCDF file in the field 'file'")
-    content = await upload.read()
-    if len(content) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"file is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    uploads = [f for f in form.getlist("file") if not isinstance(f, str)]
+    if not uploads:
+        raise InputError("multipart submission needs radar file(s) in the field 'file' (CF-netCDF, ODIM_H5, "
+                         "GRIB2 or GeoTIFF; several files for one frame each)")
+    files, size = [], 0
+    for upload in uploads:
+        content = await upload.read()
+        size += len(content)
+        if size > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"files are larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+        files.append((upload.filename or "upload", content))
     fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
     if "thresholds" in fields:
         fields["thresholds"] = [x for x in str(fields["thresholds"]).split(",") if x.strip()]
@@ -103,12 +131,9 @@ async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
         options = NowcastOptions.model_validate(fields)
     except ValidationError as err:
         raise _validation_error(err, "form") from err
-    data = await run_in_threadpool(read_upload, content, t_in=info.t_in)
-    times, step = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
-    extra = {"grid_spacing_km": data.grid_spacing_km, "projection": data.projection, "y": data.y,
-             "x": data.x, "coordinate_units": data.coordinate_units,
-             "source": f"netcdf:{upload.filename}:{data.variable}"}
-    return options, data.values, data.unit, times, step, extra
+    data = await run_in_threadpool(read_upload, files, info=info, resample=options.resample)
+    _, step = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    return options, data, step
 
 
 @router.post("", status_code=202, response_model=SubmitResponse, openapi_extra=SUBMIT_BODY,
@@ -122,9 +147,9 @@ async def submit_nowcast(
     content_type = request.headers.get("content-type", "")
     max_side = settings.model.max_side
     if content_type.startswith("multipart/form-data"):
-        options, values, unit, times, step, extra = await _parse_upload(request, info, max_side)
+        options, data, step = await _parse_upload(request, info, max_side)
     elif content_type.startswith("application/json"):
-        options, values, unit, times, step, extra = await _parse_json(request, info, max_side)
+        options, data, step = await _parse_json(request, info, max_side)
     else:
         raise HTTPException(415, f"content type {content_type!r}: send application/json or "
                                  "multipart/form-data")
@@ -137,7 +162,7 @@ async def submit_nowcast(
     except ValueError as err:
         raise InputError(str(err)) from err
     max_age = settings.queue.max_age_minutes
-    age = (dt.datetime.now(dt.timezone.utc) - times[-1]).total_seconds() / 60
+    age = (dt.datetime.now(dt.timezone.utc) - data.timestamps[-1]).total_seconds() / 60
     if max_age is not None and age > max_age:
         raise InputError(f"the last frame is {age:.0f} min old; max_age_minutes={max_age:g} "
                          "(a stale nowcast is worth less than the next one)")
@@ -145,12 +170,12 @@ async def submit_nowcast(
     if idempotency_header and key and idempotency_header != key:
         raise InputError("Idempotency-Key header and idempotency_key field differ")
     key = key or idempotency_header
-    pixels = to_pixels(values, unit, info.transform)
+    pixels = to_pixels(data.values, data.unit, info.transform)
     job_request = JobRequest(
-        shape=list(values.shape), unit=unit, timestamps=times, step_minutes=step, members=options.members,
-        thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
+        shape=list(data.values.shape), unit=data.unit, timestamps=data.timestamps, step_minutes=step,
+        members=options.members, thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
         matching=options.matching, advection=options.advection, motion_spread=options.motion_spread,
-        **extra,
+        source=data.source, **data.grid,
         # the checkpoint's conventions, so that the result's metadata can state them
         rain_min=info.transform.rain_min,
         zr_relation=f"Z = {info.transform.zr_a:g} R^{info.transform.zr_b:g}",
@@ -164,7 +189,7 @@ async def submit_nowcast(
                             headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from err
     request.app.state.metrics.submissions.labels(outcome="queued" if created else "duplicate").inc()
     log.info("job %s %s (%s, %s members)", job_id, "queued" if created else "replayed",
-             extra["source"], options.members or "default")
+             data.source, options.members or "default")
     status_url = str(request.url_for("get_nowcast", job_id=job_id))
     response.headers["Location"] = status_url
     if not created:
@@ -175,13 +200,50 @@ async def submit_nowcast(
                           result_url=str(request.url_for("get_nowcast_result", job_id=job_id)))
 
 
+def _summary(request: Request, job: dict[str, str]) -> JobSummary:
+    try:
+        stored = json.loads(job.get("request") or "{}")
+    except json.JSONDecodeError:
+        stored = {}
+    stamps = stored.get("timestamps") or []
+    return JobSummary(
+        id=job["id"], status=job.get("status", ""), created=_time(job.get("created")),
+        finished=_time(job.get("finished")), source=stored.get("source"),
+        forecast_reference_time=_time(stamps[-1]) if stamps else None, members=stored.get("members"),
+        model_version=job.get("model_version") or None, error=job.get("error") or None,
+        status_url=str(request.url_for("get_nowcast", job_id=job["id"])))
+
+
+@router.get("", response_model=JobList, responses={304: {"description": "not modified"}})
+async def list_nowcasts(
+    request: Request, redis: RedisDep, settings: SettingsDep,
+    status: Annotated[Literal["queued", "running", "done", "failed"] | None,
+                      Query(description="only jobs in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="at most this many, newest first")] = 20,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The newest jobs (newest first), with their state; ``ETag`` / 304 for polling."""
+    found = await jobs.list_jobs(redis, settings.queue, status=status, limit=limit)
+    body = JobList(jobs=[_summary(request, job) for job in found]).model_dump_json()
+    return _etagged(body, if_none_match)
+
+
+def _etagged(body: str, if_none_match: str | None) -> Response:
+    """``body`` as JSON with a weak ETag, or 304 when the client has it already."""
+    etag = 'W/"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def _time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
         return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
     except ValueError:
-        time = dt.datetime.fromisoformat(value)
+        time = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         return time.replace(tzinfo=dt.timezone.utc) if time.tzinfo is None else time
 
 
@@ -211,14 +273,11 @@ async def get_nowcast(job_id: str, request: Request, redis: RedisDep, settings: 
         error=job.get("error") or None,
         result_url=str(request.url_for("get_nowcast_result", job_id=job_id)) if status == jobs.DONE else None,
     ).model_dump_json()
-    etag = 'W/"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return _etagged(body, if_none_match)
 
 
-async def _done_result(redis, settings, job_id: str) -> dict[str, Any]:
+async def done_result(redis, settings, job_id: str) -> dict[str, Any]:
+    """The decoded result of a finished job; 404 unknown or expired, 409 (with the status) not done."""
     job = await _job_or_404(redis, settings, job_id)
     status = job.get("status")
     if status != jobs.DONE:
@@ -239,7 +298,7 @@ async def get_nowcast_result(
     encoding: Annotated[Literal["base64", "list"], Query(description="JSON array encoding")] = "base64",
 ) -> Response:
     """Ensemble mean, percentiles, exceedance probabilities (and members) of a finished job."""
-    result = await _done_result(redis, settings, job_id)
+    result = await done_result(redis, settings, job_id)
     if format == "netcdf":
         data = await run_in_threadpool(render.result_netcdf, result)
         return Response(data, media_type="application/x-netcdf", headers={
@@ -253,15 +312,21 @@ async def get_nowcast_result(
 async def get_nowcast_png(
     job_id: str, redis: RedisDep, settings: SettingsDep,
     lead: Annotated[int | None, Query(description="lead time in minutes (default: the first)")] = None,
-    product: Annotated[Literal["mean", "probability"], Query()] = "mean",
+    product: Annotated[Literal[scales.PRODUCTS], Query(description="mean, percentiles p10/p50/p90, "  # type: ignore[valid-type]
+                                                       "probability, or the last observed frame")] = "mean",
     threshold: Annotated[float, Query(description="mm/h, for product=probability")] = 1.0,
+    animated: Annotated[bool, Query(description="an animated PNG over every lead time")] = False,
 ) -> Response:
-    """A PNG map of the ensemble mean or of P(R >= threshold) at one lead time."""
-    result = await _done_result(redis, settings, job_id)
+    """A PNG map of one product at one lead time (or animated over the lead times): colour scale
+    with legend, issue and valid times, coordinates and graticule, dry and 0 % transparent."""
+    result = await done_result(redis, settings, job_id)
     lead = int(np.asarray(result["lead_minutes"])[0]) if lead is None else lead
     try:
-        png = await run_in_threadpool(render.result_png, result, lead=lead, product=product,
-                                      threshold=threshold)
+        if animated:
+            png = await run_in_threadpool(render.result_apng, result, product=product, threshold=threshold)
+        else:
+            png = await run_in_threadpool(render.result_png, result, lead=lead, product=product,
+                                          threshold=threshold)
     except ValueError as err:
         raise HTTPException(422, str(err)) from err
     return Response(png, media_type="image/png")

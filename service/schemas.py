@@ -2,7 +2,7 @@
 
 Arrays travel as :class:`Array` objects (base64 of little-endian float32 plus shape and dtype),
 or as nested lists where a client asks for them. Results carry pysteps-style metadata (unit,
-thresholds, zero value, timestep, lead times, members, grid, projection, model version).
+thresholds, zero value, timestep, lead times, members, grid, CRS, model version).
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class NowcastOptions(BaseModel):
         None, ge=0.0, le=10.0, description="with advection 'dense', the size of the member-wise "
         "motion perturbations (STEPS' bps; 1.0: pysteps' sizes, 0: none)",
     )
+    resample: bool = Field(
+        False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
+        "cell_km) when the grid is finer; without it a grid far from that size is refused (422). The "
+        "result's metadata says when it was resampled")
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="repeat submissions with the same key return the same job "
@@ -102,6 +106,38 @@ class NowcastOptions(BaseModel):
         return value
 
 
+class GridSpec(BaseModel):
+    """Where the cells are: a CRS and either the cell-centre coordinates or the first cell's
+    centre and the spacing (``x_j = x0 + j dx``, ``y_i = y0 + i dy``; north-up grids have dy < 0).
+    Coordinates are in the CRS's units: metres for projected CRSs, degrees for lat/lon."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crs: str = Field(max_length=8000, description="EPSG code ('EPSG:3067'), WKT or proj4 string",
+                     examples=["EPSG:3067"])
+    x: list[float] | None = Field(None, description="(W,) cell-centre x coordinates")
+    y: list[float] | None = Field(None, description="(H,) cell-centre y coordinates, row 0 first")
+    x0: float | None = Field(None, description="x of the centre of column 0")
+    y0: float | None = Field(None, description="y of the centre of row 0")
+    dx: float | None = Field(None, description="x step per column")
+    dy: float | None = Field(None, description="y step per row (negative when row 0 is the northernmost)")
+
+    def coordinates(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(y (H,), x (W,)) for a grid of ``shape``; ``ValueError`` naming what is missing or wrong."""
+        h, w = shape
+        if self.x is not None or self.y is not None:
+            if self.x is None or self.y is None or len(self.y) != h or len(self.x) != w:
+                raise ValueError(f"grid.y and grid.x must hold H={h} and W={w} coordinates, got "
+                                 f"{None if self.y is None else len(self.y)} and "
+                                 f"{None if self.x is None else len(self.x)}")
+            return np.asarray(self.y, np.float64), np.asarray(self.x, np.float64)
+        corner = (self.x0, self.y0, self.dx, self.dy)
+        if any(v is None for v in corner) or not self.dx or not self.dy:
+            raise ValueError("grid needs either x and y, or x0, y0 and non-zero dx, dy")
+        return (float(self.y0) + float(self.dy) * np.arange(h),  # type: ignore[arg-type]
+                float(self.x0) + float(self.dx) * np.arange(w))  # type: ignore[arg-type]
+
+
 class NowcastRequest(NowcastOptions):
     """``POST /v1/nowcasts`` JSON body: the last ``t_in`` radar frames and options."""
 
@@ -113,10 +149,9 @@ class NowcastRequest(NowcastOptions):
         description="ISO 8601 time of each frame (UTC when no offset), increasing by one of the steps "
         "the model serves (GET /v1/model, step_minutes)"
     )
-    grid_spacing_km: float | None = Field(None, gt=0, description="cell size in km")
-    projection: str | None = Field(
-        None, max_length=4000, description="proj4 or WKT string, kept in the output metadata"
-    )
+    grid_spacing_km: float | None = Field(None, gt=0, description="cell size in km, when no grid is given")
+    grid: GridSpec | None = Field(None, description="CRS and coordinates of the cells: the result "
+                                  "gets a CF grid mapping, lat/lon and a map in the viewer")
 
 
 class SubmitResponse(BaseModel):
@@ -143,6 +178,27 @@ class JobStatus(BaseModel):
     result_url: str | None = None
 
 
+class JobSummary(BaseModel):
+    """One line of ``GET /v1/nowcasts``: a job, what it was made from and where it stands."""
+
+    id: str
+    status: str
+    created: dt.datetime | None = None
+    finished: dt.datetime | None = None
+    source: str | None = Field(None, description="what was sent: json, or the uploaded file's name")
+    forecast_reference_time: dt.datetime | None = Field(None, description="time of the last input frame")
+    members: int | None = None
+    model_version: str | None = None
+    error: str | None = None
+    status_url: str
+
+
+class JobList(BaseModel):
+    """``GET /v1/nowcasts``: the newest jobs first."""
+
+    jobs: list[JobSummary]
+
+
 class ResultMetadata(BaseModel):
     """pysteps-style metadata of a nowcast result."""
 
@@ -162,7 +218,10 @@ class ResultMetadata(BaseModel):
     n_members: int
     shape: list[int] = Field(description="[H, W] of every field")
     grid_spacing_km: float | None = None
-    projection: str | None = None
+    crs: str | None = Field(None, description="CRS of the grid (EPSG code, proj4 or WKT)")
+    resampled: str | None = Field(None, description="how the input was resampled to the model's cells")
+    bounds: list[list[float]] | None = Field(
+        None, description="[[south, west], [north, east]] in degrees around the grid's cell edges")
     yorigin: str = "upper"
     model_version: str
     guidance: float | None = None

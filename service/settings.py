@@ -67,6 +67,16 @@ class WorkerSettings(BaseModel):
     log_level: str = Field(default="INFO", description="logging level name of the worker process")
 
 
+class UiSettings(BaseModel):
+    """The viewer at ``/ui``. No base map unless an operator names a tile server it may use."""
+
+    tile_url: str | None = Field(default=None, description="XYZ tile URL template of a base map, e.g. "
+                                 "'https://tiles.example/{z}/{x}/{y}.png'; None = graticule only")
+    tile_attribution: str = Field(default="", description="attribution shown with the base map")
+    stale_minutes: float = Field(default=15.0, gt=0, description="the viewer warns when the last input "
+                                 "frame is older than this")
+
+
 class AuthSettings(BaseModel):
     """API keys accepted in the ``X-API-Key`` header; empty = no authentication."""
 
@@ -84,6 +94,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
     cors_origins: list[str] = Field(default_factory=list)
     environment: str = "development"
 

@@ -63,6 +63,7 @@ class PreparedJob:
     input: NowcastInput
     created: float
     started: float
+    observed: np.ndarray  # (H, W) the last input frame in mm/h, NaN = no data
 
     @property
     def group_key(self) -> tuple:
@@ -72,11 +73,10 @@ class PreparedJob:
 
 def request_grid(request: JobRequest, shape: tuple[int, int]) -> Grid:
     """The :class:`~model.grid.Grid` a job's request describes."""
-    units = request.coordinate_units
-    return Grid(shape=(int(shape[0]), int(shape[1])), cell_km=request.grid_spacing_km, crs=request.projection,
+    return Grid(shape=(int(shape[0]), int(shape[1])), cell_km=request.grid_spacing_km, crs=request.crs,
                 y=None if request.y is None else np.asarray(request.y, dtype=np.float64),
                 x=None if request.x is None else np.asarray(request.x, dtype=np.float64),
-                xy_units=units)
+                xy_units=request.xy_units)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,8 +233,9 @@ class Worker:
             frames, unit="pixel", timestamps=request.timestamps or None, step_minutes=request.step_minutes,
             grid=request_grid(request, frames.shape[1:]), seed=request.seed, advection=options.advection,
             max_side=self.settings.model.max_side)
+        observed = config.transform.from_pixel(frames[-1], "mm/h").astype(np.float32)
         return PreparedJob(claim=claim, request=request, options=options, input=prepared, created=created,
-                           started=time.time())
+                           started=time.time(), observed=observed)
 
     def _sample(self, group: list[PreparedJob]) -> None:
         """One model call for ``group``; a failing batch is re-run job by job."""
@@ -273,7 +274,7 @@ class Worker:
             request=job.request)
         arrays = {"mean": nowcast.mean, "percentiles": nowcast.percentiles,
                   "probability": nowcast.probability, "thresholds": nowcast.thresholds,
-                  "members": nowcast.members, "lead_minutes": nowcast.lead_minutes}
+                  "members": nowcast.members, "lead_minutes": nowcast.lead_minutes, "observed": job.observed}
         blob = jobs.encode_result(arrays, meta.model_dump(mode="json"))
         jobs.complete(self.redis, self.queue, job.claim, blob, model_version=self.model_version)
         self._release(job.claim)

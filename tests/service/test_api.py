@@ -26,6 +26,10 @@ T_IN, SIDE, STEP = 5, 64, 5  # the default checkpoint: 5 frames in, sides multip
 T0 = dt.datetime(2024, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
 
 
+# EPSG:3067 (Finland, metres): the first cell's centre and the spacing
+GRID = {"crs": "EPSG:3067", "x0": 300000.0, "y0": 7.0e6, "dx": 4000.0, "dy": -4000.0}
+
+
 def make_settings(redis_url: str, **queue) -> Settings:
     return Settings(redis={"url": redis_url}, queue=queue,
                     model={"checkpoint": str(CHECKPOINT), "max_side": 256})
@@ -81,12 +85,13 @@ def test_nested_list_submission_with_null_as_no_data_is_accepted(client):
 def test_submission_is_queued_as_model_pixels_with_its_options(client, redis, redis_url):
     values = frames(h=96, w=80)  # any side in [16, max_side]: the worker pads to the model grid
     job_id = client.post("/v1/nowcasts", json=payload(frames=encode(values), unit="dBZ", members=3,
-                                                      seed=11, projection="+proj=stere")).json()["id"]
+                                                      seed=11, grid=GRID)).json()["id"]
     status = client.get(f"/v1/nowcasts/{job_id}").json()
     assert status["status"] == "queued" and status["queue_position"] == 0
     assert status["created"] is not None
     request, pixels = jobs.load_job(redis, make_settings(redis_url).queue, job_id)
-    assert request["members"] == 3 and request["seed"] == 11 and request["projection"] == "+proj=stere"
+    assert request["members"] == 3 and request["seed"] == 11 and request["crs"] == "EPSG:3067"
+    assert request["y"][:2] == [7.0e6, 6.996e6] and request["xy_units"] == "m"
     # options left out are queued as None: the worker resolves them with the checkpoint's defaults,
     # which /v1/model states (members probability-matched, forecast in a frame moving with the rain)
     assert request["matching"] is None and request["advection"] is None
@@ -184,7 +189,7 @@ def finish_next_job(redis, settings: Settings) -> str:
 
 
 def test_finished_job_renders_json_netcdf_and_png(client, redis, redis_url, tmp_path):
-    job_id = client.post("/v1/nowcasts", json=payload(projection="+proj=stere +lat_0=90")).json()["id"]
+    job_id = client.post("/v1/nowcasts", json=payload(grid=GRID)).json()["id"]
     assert finish_next_job(redis, make_settings(redis_url)) == job_id
     status = client.get(f"/v1/nowcasts/{job_id}").json()
     assert status["status"] == "done" and status["model_version"] == "stldm-test"
@@ -194,7 +199,7 @@ def test_finished_job_renders_json_netcdf_and_png(client, redis, redis_url, tmp_
     meta = body["metadata"]
     assert meta["unit"] == "mm/h" and meta["leadtimes"] == [5, 10, 15] and meta["n_members"] == 2
     assert meta["forecast_reference_time"].startswith("2024-06-01T12:20")
-    assert meta["grid_spacing_km"] == 4.0 and meta["projection"].startswith("+proj=stere")
+    assert meta["grid_spacing_km"] == 4.0 and meta["crs"] == "EPSG:3067"
     assert meta["threshold"] == 0.1 and meta["zr_relation"] == "Z = 200 R^1.6"
     assert body["probability"]["shape"] == [6, 3, SIDE, SIDE] and body["members"] is None
     listed = client.get(f"/v1/nowcasts/{job_id}/result", params={"members": True, "encoding": "list"}).json()

@@ -33,9 +33,9 @@ def result() -> dict:
             "model_version": "stldm-test", "timestep_minutes": 5, "members": 4, "guidance": 1.0,
             "seed": 7, "timings": {"sample_seconds": 1.5},
             "request": {"timestamps": ["2016-09-28T16:00:00+00:00", "2016-09-28T16:05:00+00:00"],
-                        "grid_spacing_km": 4.0, "projection": "+proj=stere +lat_0=90 +lon_0=25",
-                        "y": list(np.arange(32.0)[::-1] * 4000), "x": list(np.arange(48.0) * 4000),
-                        "coordinate_units": "m"},
+                        "grid_spacing_km": 4.0, "crs": "+proj=stere +lat_0=90 +lon_0=25 +lat_ts=60",
+                        "y": list(np.arange(32.0)[::-1] * 4000 - 3.6e6), "x": list(np.arange(48.0) * 4000),
+                        "xy_units": "m"},
         },
     }
 
@@ -48,7 +48,9 @@ def test_json_metadata_is_pysteps_style_and_arrays_round_trip(result):
     assert meta["thresholds"] == pytest.approx(THRESHOLDS)
     assert meta["forecast_reference_time"].startswith("2016-09-28T16:05")
     assert meta["valid_times"][0].startswith("2016-09-28T16:10")
-    assert meta["projection"].startswith("+proj=stere") and meta["model_version"] == "stldm-test"
+    assert meta["crs"].startswith("+proj=stere") and meta["model_version"] == "stldm-test"
+    (south, west), (north, east) = meta["bounds"]
+    assert 50 < south < north < 60 and 20 < west < east < 30  # the cells lie in Europe
     assert body["members"] is None
     prob = body["probability"]
     decoded = np.frombuffer(base64.b64decode(prob["data"]), "<f4").reshape(prob["shape"])
@@ -76,8 +78,10 @@ def test_netcdf_is_cf_with_improver_probabilities(result, tmp_path):
     assert str(ds["forecast_reference_time"].values).startswith("2016-09-28T16:05")
     assert str(ds["time"].values[0]).startswith("2016-09-28T16:10")
     assert ds["x"].attrs["standard_name"] == "projection_x_coordinate" and ds["x"].values[1] == 4000
+    assert ds["x"].attrs["units"] == "m"
     assert ds["precipitation_rate"].attrs["grid_mapping"] == "projection"
-    assert ds["projection"].attrs["proj4"].startswith("+proj=stere")
+    assert ds["projection"].attrs["grid_mapping_name"] == "polar_stereographic"
+    assert ds["lat"].dims == ("y", "x") and ds["lat"].attrs["units"] == "degrees_north"
     for key in ("Conventions", "title", "institution", "source", "history", "references"):
         assert ds.attrs[key], key
     assert "stldm-test" in ds.attrs["source"]
