@@ -102,7 +102,7 @@ def sample(fields: torch.Tensor, points: torch.Tensor, *, outval: float | None =
     -------
     (N, C, H, W)
     """
-    base, scale = _base(tuple(fields.shape[-2:]), fields.device)
+    base, scale = _base((int(fields.shape[-2]), int(fields.shape[-1])), fields.device)
     return _sample(fields, points.permute(0, 2, 3, 1) * scale - 1, outval)
 
 

@@ -28,10 +28,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from model.config import STLDMConfig
 from model.grid import Grid
 from model.lagrangian import dense_motion
 from model.options import NowcastDefaults, NowcastOptions, step_of, utc
@@ -98,6 +100,17 @@ class NowcastInput:
     seed: int
 
 
+class ForecastModel(Protocol):
+    """What the pipeline needs from a model: its config and the raw sampler
+    (:meth:`model.stldm.STLDM.forecast`; tests stand in with a fake of the same shape)."""
+
+    config: STLDMConfig
+
+    def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
+                 matching: str, advection: str, step_minutes: int | None, motion: torch.Tensor | None,
+                 motion_spread: float, cell_km: float | None) -> Any: ...
+
+
 class Nowcaster:
     """A loaded checkpoint and its defaults: the one nowcast call (module docstring).
 
@@ -108,7 +121,8 @@ class Nowcaster:
     model_version : the checkpoint's version.
     """
 
-    def __init__(self, model, defaults: NowcastDefaults, *, model_version: str = "unknown") -> None:
+    def __init__(self, model: ForecastModel, defaults: NowcastDefaults, *,
+                 model_version: str = "unknown") -> None:
         self.model, self.defaults, self.model_version = model, defaults, model_version
         self.config = model.config
 
@@ -185,8 +199,9 @@ class Nowcaster:
         step = inputs[0].step_minutes
         start = time.perf_counter()
         x = torch.from_numpy(np.stack([i.pixels for i in inputs]))
-        motion = (torch.from_numpy(np.stack([i.motion for i in inputs]))
-                  if options.advection == "dense" and all(i.motion is not None for i in inputs) else None)
+        fields = [i.motion for i in inputs if i.motion is not None]
+        motion = (torch.from_numpy(np.stack(fields))
+                  if options.advection == "dense" and len(fields) == len(inputs) else None)
         forecast = self.model.forecast(
             x, members=options.members, steps=options.steps, guidance=options.guidance,
             seed=[i.seed for i in inputs], matching=options.matching, advection=options.advection,

@@ -8,14 +8,15 @@ a member does not change when other members or requests share the batch.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from model.advection import ADVECTIONS, bulk_motion, from_moving_frame, to_moving_frame
-from model.config import ENCODINGS
+from model.config import ENCODINGS, STLDMConfig
 from model.denoiser import Denoiser
 from model.lagrangian import (
     dense_motion,
@@ -27,7 +28,7 @@ from model.lagrangian import (
 )
 from model.matching import MATCHINGS, match_cdf
 from model.scheduler import DDIMScheduler
-from model.vae import reparameterise
+from model.vae import VAE, reparameterise
 
 
 def cfg(pred_cond: torch.Tensor, pred_uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -110,14 +111,38 @@ class Forecast:
     first_estimate: torch.Tensor
 
 
-def decode_frames(vae, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+class SamplerModel(Protocol):
+    """What the sampler needs from a model: its config, its three networks and its schedule
+    (:class:`model.stldm.STLDM` is one)."""
+
+    @property
+    def config(self) -> STLDMConfig: ...
+
+    @property
+    def vae(self) -> VAE: ...
+
+    @property
+    def translator(self) -> torch.nn.Module: ...
+
+    @property
+    def denoiser(self) -> Denoiser: ...
+
+    @property
+    def scheduler(self) -> DDIMScheduler: ...
+
+    def extra_condition(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
+
+
+def decode_frames(vae: VAE, z: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """(N, C, h, w) latents -> (N, H, W) pixels, decoded in chunks to bound memory."""
     return torch.cat([vae.decode(part)[:, 0] for part in z.split(chunk)])
 
 
 @torch.inference_mode()
-def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guidance: float = 1.0,
-             seed: int | Sequence[int] = 0, encoding: str = "mean",
+def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: int = 20,
+             guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
              autocast_dtype: torch.dtype | None = None, matching: str = "none",
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
@@ -221,12 +246,12 @@ def forecast(model, x: torch.Tensor, *, members: int = 10, steps: int = 20, guid
     if advection == "bulk":
         shift = shift.to(out.device)
         out, first = from_moving_frame(out, shift), from_moving_frame(first, shift)
-    elif advection == "dense":
+    elif advection == "dense" and motion is not None:  # motion was estimated above when not given
         motion = motion.to(out.device)
-        eps = None
+        draws = None
         if motion_spread > 0:  # two Laplace draws per member from its own generator
-            eps = laplace_from_uniform(member_uniform((2,), seeds, members, "motion")).to(out.device)
-        moves = member_displacements(motion, config.t_out, eps=eps, step_minutes=step_minutes,
+            draws = laplace_from_uniform(member_uniform((2,), seeds, members, "motion")).to(out.device)
+        moves = member_displacements(motion, config.t_out, eps=draws, step_minutes=step_minutes,
                                      cell_km=cell_km, spread=motion_spread)
         out = from_lagrangian(out, moves.expand(b, members, *moves.shape[2:]))
         first = from_lagrangian(first[:, None], displacements(motion, config.t_out)[:, None])[:, 0]

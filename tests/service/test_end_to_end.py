@@ -76,3 +76,42 @@ def test_nowcast_through_http_and_the_real_model(running_worker, e2e_settings, t
     assert list(ds["forecast_period"].values[:2]) == [300, 600]
     prob = ds["probability_of_lwe_precipitation_rate_above_threshold"]
     assert prob.sizes["threshold"] == 2 and float(np.nanmax(prob.values)) <= 1.0
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+EVENTS = Path(__file__).resolve().parents[3] / "shared" / "radar" / "events"
+
+
+def readme_python_example() -> str:
+    """The first Python block of the README's "Python API" section."""
+    text = README.read_text()
+    section = text[text.index("## Python API"):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.skipif(not (EVENTS / "fmi_20160928.nc").is_file(), reason="needs the shared FMI event")
+def test_the_readme_python_example_returns_what_the_service_returns(redis, redis_url, monkeypatch):
+    monkeypatch.chdir(README.parent)  # the example's paths are relative to the repository root
+    namespace: dict = {}
+    exec(compile(readme_python_example(), "README.md", "exec"), namespace)
+    frames, nowcast = namespace["frames"], namespace["nowcast"]
+    # the service, with the checkpoint's defaults (no DDIM step override), on the same frames
+    settings = Settings(redis={"url": redis_url}, queue={"prefix": "readme", "batch_wait_ms": 0},
+                        model={"checkpoint": str(CHECKPOINT), "device": "cpu"}, worker={"metrics_port": 0})
+    worker = Worker(settings, name="readme-worker")
+    values = np.ascontiguousarray(frames.values, dtype="<f4")
+    body = {"frames": {"data": base64.b64encode(values.tobytes()).decode(), "shape": list(values.shape),
+                       "dtype": "float32"},
+            "unit": frames.unit, "timestamps": [f"{t}Z" for t in frames.times.astype("datetime64[s]")],
+            "members": 4, "seed": 7}
+    with TestClient(create_app(settings)) as client:
+        submitted = client.post("/v1/nowcasts", json=body)
+        assert submitted.status_code == 202, submitted.text
+        assert worker.step(block_ms=1000) == 1
+        result = client.get(submitted.json()["result_url"],
+                            params={"members": True, "encoding": "list"}).json()
+    served = np.asarray(result["members"], dtype=np.float32)  # null (no data) -> NaN
+    assert served.shape == nowcast.members.shape
+    np.testing.assert_array_equal(np.isnan(served), np.isnan(nowcast.members))
+    np.testing.assert_allclose(served, nowcast.members, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert result["metadata"]["model_version"] == nowcast.model_version
