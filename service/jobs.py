@@ -4,15 +4,17 @@ Keys, all under ``QueueSettings.prefix`` (``p``):
 
 ==========================  ==================================================================
 ``p:job:{id}``              hash: id, status, created, started, finished (unix seconds), attempts,
-                            model_version, error, request (JSON), shape (JSON ``[T, H, W]``),
-                            entry (stream entry id)
+                            worker (consumer of the current attempt), model_version, error,
+                            request (JSON), shape (JSON ``[T, H, W]``), entry (stream entry id)
 ``p:input:{id}``            input frames, little-endian float32 model pixels, shape ``shape``
 ``p:result:{id}``           :func:`encode_result` bytes (TTL ``result_ttl_seconds``)
 ``p:stream``                one entry ``{id: job id}`` per unfinished job (queued or running)
 ``p:workers``               the stream's consumer group
 ``p:dead``                  dead-letter stream: id, entry, attempts, error
-``p:idem:{key}``            idempotency key -> job id (TTL ``result_ttl_seconds``)
-``p:worker:{name}``         worker heartbeat, JSON (TTL ``heartbeat_ttl_seconds``)
+``p:idem:{scope}:{key}``    idempotency key of one client (scope: a digest of its API key) ->
+                            "job_id fingerprint" (TTL ``result_ttl_seconds``)
+``p:alive``                 sorted set of worker names, score = heartbeat expiry (ms, Redis clock)
+``p:worker:{name}``         worker heartbeat details, JSON (TTL ``heartbeat_ttl_seconds``)
 ==========================  ==================================================================
 
 Life of a job: ``submit`` writes the hash and the frames and adds a stream entry, refusing
@@ -23,10 +25,18 @@ finished job's entry is acknowledged *and deleted*, so the stream length is the 
 unfinished jobs. A failed attempt leaves its entry pending: it is retried once its lease has
 run out (which doubles as back-off), and dead-lettered on the ``max_attempts``-th delivery.
 The result and the finished job's hash expire after ``result_ttl_seconds``.
+
+Every state write of a claimed job (running, done, retry, dead letter, result) is fenced: a
+Lua script (``service.queue_scripts``) first checks that the writer still owns the delivery it
+claimed, and raises :class:`LeaseLost` otherwise, so a worker that stalled past its lease and
+lost the job to another changes nothing. Heartbeats live in one sorted set (readiness is one
+ZCOUNT, whatever the size of the key space), and consumers that are dead and hold nothing are
+removed from the group (:func:`sweep_consumers`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -38,6 +48,7 @@ import numpy as np
 import redis
 import redis.asyncio
 
+from service import queue_scripts as lua
 from service.settings import QueueSettings
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -46,34 +57,25 @@ RESULT_ARRAYS = ("mean", "percentiles", "probability", "thresholds", "members", 
 OPTIONAL_RESULT_ARRAYS = ("observed",)  # (H, W) mm/h, the last input frame (shown beside the forecast)
 DEAD_LETTER_MAXLEN = 10_000
 
-# Atomic "add unless full": the length check and the XADD must not interleave with another submit.
-_ENQUEUE = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-local entry = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2])
-redis.call('HSET', KEYS[2], 'entry', entry)
-return entry
-"""
-# Extend only the leases this consumer still holds: a blind XCLAIM would steal back an entry
-# that another worker took over after this one stalled. Returns how many are still held.
-_EXTEND = """
-local held = 0
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    held = held + 1
-  end
-end
-return held
-"""
-
-
 class QueueFull(Exception):
     """``max_queued`` jobs are waiting or running; the API answers 429."""
 
 
 class JobDataError(ValueError):
     """A claimed job whose stored record or frames are missing or malformed."""
+
+
+class LeaseLost(Exception):
+    """The writer no longer owns the delivery (another worker took the job over, or it finished):
+    nothing was written; the worker drops the job."""
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key reused with a different request; ``job_id`` is the key's job."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"idempotency key already used for job {job_id} with a different request")
+        self.job_id = job_id
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,12 @@ class Keys:
     def result(self, job_id: str) -> str:
         return f"{self.prefix}:result:{job_id}"
 
-    def idem(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+    def idem(self, key: str, scope: str = "") -> str:
+        return f"{self.prefix}:idem:{scope}:{key}"
+
+    @property
+    def alive(self) -> str:
+        return f"{self.prefix}:alive"
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
@@ -138,46 +144,59 @@ async def _ensure_group_async(r: redis.asyncio.Redis, k: Keys) -> None:
             raise
 
 
+def fingerprint(request: dict[str, Any], frames: np.ndarray) -> str:
+    """Digest of a job's request and frames: what an idempotency key promises not to change."""
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(frames, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
 async def submit(r: redis.asyncio.Redis, qs: QueueSettings, *, request: dict[str, Any],
-                 frames: np.ndarray, idempotency_key: str | None) -> tuple[str, bool]:
+                 frames: np.ndarray, idempotency_key: str | None, scope: str = "") -> tuple[str, bool]:
     """Queue a nowcast job; returns ``(job_id, created)``.
 
     Parameters
     ----------
-    request : JSON-able options; the worker reads ``members``, ``guidance``, ``seed``,
-        ``thresholds`` (mm/h) and ``timestamps`` (ISO 8601), and copies the whole dict into the
-        result's metadata.
+    request : JSON-able :class:`~service.contract.JobRequest` fields.
     frames : (T_in, H, W) model pixels in [0, 1], NaN = no data.
-    idempotency_key : a key seen within ``result_ttl_seconds`` returns that job, ``created=False``.
+    idempotency_key : a key seen within ``result_ttl_seconds`` for the same request returns that
+        job, ``created=False``.
+    scope : the namespace of ``idempotency_key`` (a digest of the client's API key), so that two
+        clients never share a key.
 
     Raises
     ------
     QueueFull
         ``max_queued`` jobs are waiting or running.
+    IdempotencyConflict
+        ``idempotency_key`` was used for a different request (other options or frames).
     """
     frames = np.asarray(frames, dtype="<f4")
     if frames.ndim != 3:
         raise ValueError(f"frames must be (T_in, H, W), got shape {frames.shape}")
     k = Keys(qs.prefix)
     job_id = uuid.uuid4().hex
-    if idempotency_key is not None:
-        while not await r.set(k.idem(idempotency_key), job_id, nx=True, ex=qs.result_ttl_seconds):
-            existing = await r.get(k.idem(idempotency_key))
-            if existing is not None:
-                return _str(existing), False  # else it expired in between: try again
+    idem = None if idempotency_key is None else k.idem(idempotency_key, scope)
+    if idem is not None:
+        mine = fingerprint(request, frames)
+        existing = await r.eval(lua.IDEMPOTENT, 1, idem, f"{job_id} {mine}", qs.result_ttl_seconds)
+        if existing is not None:
+            other, _, theirs = _str(existing).partition(" ")
+            if theirs != mine:
+                raise IdempotencyConflict(other)
+            return other, False
     await _ensure_group_async(r, k)
     record: dict[Any, Any] = {"id": job_id, "status": QUEUED, "created": repr(time.time()), "started": "",
-              "finished": "", "attempts": "0", "model_version": "", "error": "",
-              "request": json.dumps(request), "shape": json.dumps(list(frames.shape))}
+                              "finished": "", "attempts": "0", "worker": "", "model_version": "",
+                              "error": "", "request": json.dumps(request),
+                              "shape": json.dumps(list(frames.shape))}
     async with r.pipeline(transaction=True) as pipe:
         pipe.hset(k.job(job_id), mapping=record)
         pipe.set(k.input(job_id), frames.tobytes())
         await pipe.execute()
-    entry = await r.eval(_ENQUEUE, 2, k.stream, k.job(job_id), qs.max_queued, job_id)
+    entry = await r.eval(lua.ENQUEUE, 2, k.stream, k.job(job_id), qs.max_queued, job_id)
     if entry is None:
-        stale = [k.job(job_id), k.input(job_id)]
-        if idempotency_key is not None:
-            stale.append(k.idem(idempotency_key))
+        stale = [k.job(job_id), k.input(job_id)] + ([idem] if idem is not None else [])
         await r.delete(*stale)
         raise QueueFull(f"{qs.max_queued} jobs waiting or running (max_queued)")
     return job_id, True
@@ -246,8 +265,8 @@ async def queue_depth(r: redis.asyncio.Redis, qs: QueueSettings) -> int:
 
 
 async def workers_alive(r: redis.asyncio.Redis, qs: QueueSettings) -> int:
-    """Workers whose heartbeat key has not expired."""
-    return len([key async for key in r.scan_iter(match=Keys(qs.prefix).worker("*"), count=100)])
+    """Workers whose heartbeat has not expired (one ZCOUNT: O(log n))."""
+    return int(await r.eval(lua.ALIVE, 1, Keys(qs.prefix).alive))
 
 
 # --------------------------------------------------------------------------- worker side (sync)
@@ -309,12 +328,15 @@ def reclaim_stale(r: redis.Redis, qs: QueueSettings, consumer: str, count: int) 
     return _claims(r, qs, reply[1], deliveries=None)
 
 
-def extend_leases(r: redis.Redis, qs: QueueSettings, consumer: str, claims: list[Claim]) -> int:
-    """Reset the idle time of ``claims`` still held by ``consumer``; returns how many are held."""
+def extend_leases(r: redis.Redis, qs: QueueSettings, consumer: str, claims: list[Claim]) -> list[Claim]:
+    """Reset the idle time of the ``claims`` that ``consumer`` still holds; returns those (the
+    others were taken over by another worker, or finished)."""
     if not claims:
-        return 0
+        return []
     k = Keys(qs.prefix)
-    return int(r.eval(_EXTEND, 1, k.stream, k.group, consumer, *[c.entry for c in claims]))
+    args = [a for c in claims for a in (c.entry, c.deliveries)]
+    held = {_str(entry) for entry in r.eval(lua.EXTEND, 1, k.stream, k.group, consumer, *args)}
+    return [c for c in claims if c.entry in held]
 
 
 def load_job(r: redis.Redis, qs: QueueSettings, job_id: str) -> tuple[dict[str, Any], np.ndarray]:
@@ -344,55 +366,75 @@ def load_job(r: redis.Redis, qs: QueueSettings, job_id: str) -> tuple[dict[str, 
     return request_dict, np.frombuffer(blob, dtype="<f4").reshape(shape_list).astype(np.float32)
 
 
-def mark_running(r: redis.Redis, qs: QueueSettings, claim: Claim, *, model_version: str) -> float:
-    """Record the start of an attempt; returns the job's ``created`` time (unix seconds)."""
+def _fence(qs: QueueSettings, claim: Claim, consumer: str) -> list[Any]:
+    return [Keys(qs.prefix).group, claim.entry, consumer, claim.deliveries, repr(time.time())]
+
+
+def mark_running(r: redis.Redis, qs: QueueSettings, claim: Claim, consumer: str, *,
+                 model_version: str) -> float:
+    """Record the start of ``consumer``'s attempt; returns the job's ``created`` time (unix s).
+
+    Raises
+    ------
+    LeaseLost
+        ``consumer`` no longer owns this delivery of the job.
+    JobDataError
+        The job's record is gone (expired or deleted).
+    """
     k = Keys(qs.prefix)
-    with r.pipeline(transaction=True) as pipe:
-        pipe.hset(k.job(claim.job_id), mapping={"status": RUNNING, "started": repr(time.time()),
-                                                "attempts": str(claim.deliveries),
-                                                "model_version": model_version})
-        pipe.hget(k.job(claim.job_id), "created")
-        created = pipe.execute()[1]
+    reply = r.eval(lua.MARK_RUNNING, 2, k.stream, k.job(claim.job_id), *_fence(qs, claim, consumer),
+                   model_version)
+    if int(reply[0]) == 0:
+        raise LeaseLost(f"job {claim.job_id}: delivery {claim.deliveries} is no longer {consumer}'s")
+    if int(reply[0]) < 0:
+        raise JobDataError(f"job {claim.job_id}: record is missing")
+    created = _str(reply[1])
     return float(created) if created else time.time()
 
 
-def _finish(pipe, qs: QueueSettings, claim: Claim, fields: dict[str, str]) -> None:
-    k = Keys(qs.prefix)
-    pipe.hset(k.job(claim.job_id), mapping={"finished": repr(time.time()), **fields})
-    pipe.expire(k.job(claim.job_id), qs.result_ttl_seconds)
-    pipe.delete(k.input(claim.job_id))
-    pipe.xack(k.stream, k.group, claim.entry)
-    pipe.xdel(k.stream, claim.entry)
+def _finish(r: redis.Redis, qs: QueueSettings, claim: Claim, consumer: str, *, status: str, error: str = "",
+            cause: str = "", model_version: str = "", result: bytes = b"") -> None:
+    k, j = Keys(qs.prefix), claim.job_id
+    done = r.eval(lua.FINISH, 5, k.stream, k.job(j), k.input(j), k.result(j), k.dead,
+                  *_fence(qs, claim, consumer), qs.result_ttl_seconds, status, error, model_version, result,
+                  DEAD_LETTER_MAXLEN, cause)
+    if not int(done):
+        raise LeaseLost(f"job {j}: delivery {claim.deliveries} is no longer {consumer}'s; nothing stored")
 
 
-def complete(r: redis.Redis, qs: QueueSettings, claim: Claim, result: bytes, *, model_version: str) -> None:
-    """Store ``result`` (TTL ``result_ttl_seconds``), mark the job done, acknowledge its entry.
+def complete(r: redis.Redis, qs: QueueSettings, claim: Claim, consumer: str, result: bytes, *,
+             model_version: str) -> None:
+    """Store ``result`` (TTL ``result_ttl_seconds``), mark the job done, acknowledge its entry, in
+    one fenced script: a result is stored at most once.
 
-    Results are deterministic (seeded), so a job completed twice after a lease was lost
-    stores the same bytes twice.
+    Raises
+    ------
+    LeaseLost
+        ``consumer`` no longer owns this delivery (another worker took the job over).
     """
-    with r.pipeline(transaction=True) as pipe:
-        pipe.set(Keys(qs.prefix).result(claim.job_id), result, ex=qs.result_ttl_seconds)
-        _finish(pipe, qs, claim, {"status": DONE, "model_version": model_version, "error": ""})
-        pipe.execute()
+    _finish(r, qs, claim, consumer, status=DONE, model_version=model_version, result=result)
 
 
-def fail(r: redis.Redis, qs: QueueSettings, claim: Claim, error: str, *, retry: bool = True) -> bool:
+def fail(r: redis.Redis, qs: QueueSettings, claim: Claim, consumer: str, error: str, *,
+         retry: bool = True) -> bool:
     """Record a failed attempt; returns True when the job was dead-lettered (status failed).
 
     With ``retry`` and fewer than ``max_attempts`` deliveries, the job goes back to queued and
     its entry stays pending, to be re-claimed once its lease has run out.
+
+    Raises
+    ------
+    LeaseLost
+        ``consumer`` no longer owns this delivery: the attempt's outcome is not its to record.
     """
     k = Keys(qs.prefix)
     message = f"attempt {claim.deliveries}/{qs.max_attempts}: {error}"
     if retry and claim.deliveries < qs.max_attempts:
-        r.hset(k.job(claim.job_id), mapping={"status": QUEUED, "error": message})
+        if not int(r.eval(lua.RETRY, 2, k.stream, k.job(claim.job_id), *_fence(qs, claim, consumer)[:4],
+                          message)):
+            raise LeaseLost(f"job {claim.job_id}: delivery {claim.deliveries} is no longer {consumer}'s")
         return False
-    with r.pipeline(transaction=True) as pipe:
-        pipe.xadd(k.dead, {"id": claim.job_id, "entry": claim.entry, "attempts": str(claim.deliveries),
-                           "error": error}, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-        _finish(pipe, qs, claim, {"status": FAILED, "error": message})
-        pipe.execute()
+    _finish(r, qs, claim, consumer, status=FAILED, error=message, cause=error)
     return True
 
 
@@ -403,12 +445,31 @@ def dead_letters(r: redis.Redis, qs: QueueSettings, count: int = 100) -> list[di
 
 
 def heartbeat(r: redis.Redis, qs: QueueSettings, name: str, info: dict[str, Any]) -> None:
-    """Mark worker ``name`` alive for ``heartbeat_ttl_seconds``."""
-    r.set(Keys(qs.prefix).worker(name), json.dumps(info), px=int(qs.heartbeat_ttl_seconds * 1000))
+    """Mark worker ``name`` alive for ``heartbeat_ttl_seconds`` (and forget expired workers)."""
+    k = Keys(qs.prefix)
+    r.eval(lua.HEARTBEAT, 2, k.alive, k.worker(name), name, int(qs.heartbeat_ttl_seconds * 1000),
+           json.dumps(info))
 
 
 def remove_heartbeat(r: redis.Redis, qs: QueueSettings, name: str) -> None:
-    r.delete(Keys(qs.prefix).worker(name))
+    """Worker ``name`` stops: not alive any more."""
+    k = Keys(qs.prefix)
+    with r.pipeline(transaction=True) as pipe:
+        pipe.zrem(k.alive, name)
+        pipe.delete(k.worker(name))
+        pipe.execute()
+
+
+def sweep_consumers(r: redis.Redis, qs: QueueSettings) -> list[str]:
+    """Remove from the consumer group the consumers without a live heartbeat that hold no job;
+    returns their names. (One that holds jobs stays until live workers take them over.)"""
+    k = Keys(qs.prefix)
+    try:
+        return [_str(name) for name in r.eval(lua.SWEEP_CONSUMERS, 2, k.stream, k.alive, k.group)]
+    except redis.ResponseError as err:
+        if "no such key" in str(err).lower() or "NOGROUP" in str(err):
+            return []
+        raise
 
 
 def sync_queue_depth(r: redis.Redis, qs: QueueSettings) -> int:
@@ -440,10 +501,25 @@ def encode_result(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def decode_result(blob: bytes) -> dict[str, Any]:
-    """Inverse of :func:`encode_result`: the arrays by name, and ``meta`` as a dict."""
+def result_sizes(blob: bytes) -> dict[str, int]:
+    """Uncompressed bytes of each array of an :func:`encode_result` blob, read from the zip
+    directory without inflating anything."""
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        return {info.filename.removesuffix(".npy"): info.file_size for info in archive.infolist()}
+
+
+def decode_result(blob: bytes, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Inverse of :func:`encode_result`: the arrays ``names`` (default: every array stored) and
+    ``meta`` as a dict. Arrays left out are not decompressed (the members are the largest)."""
+    known = RESULT_ARRAYS + OPTIONAL_RESULT_ARRAYS
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown result arrays {unknown}; valid: {known}")
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        result: dict[str, Any] = {name: data[name] for name in RESULT_ARRAYS + OPTIONAL_RESULT_ARRAYS
-                                  if name in data.files}
+        wanted = known if names is None else names
+        result: dict[str, Any] = {name: data[name] for name in wanted
+                                  if name in RESULT_ARRAYS or name in data.files}
         result["meta"] = json.loads(str(data["meta"]))
     return result

@@ -30,5 +30,5 @@ class WorkerMetrics:
         self.jobs_done = Counter("nowcast_jobs_done", "jobs finished with a result",
                                  registry=self.registry)
         self.failures = Counter("nowcast_job_failures", "failed job attempts",
-                                ["outcome"], registry=self.registry)  # retry | dead_letter
+                                ["outcome"], registry=self.registry)  # retry | dead_letter | lease_lost
         self.model = Info("nowcast_model", "served checkpoint", registry=self.registry)

@@ -7,17 +7,33 @@ The API and the worker read the same settings, so a knob has one name everywhere
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENVIRONMENTS = ("development", "test", "staging", "production")
 DEVICES = ("auto", "cpu", "cuda")
+# A production API key: at least this long, and this many bits of (empirical) entropy, which a
+# random token passes (``secrets.token_urlsafe(32)``: ~200 bits, ``secrets.token_hex(16)``: 94 to 125
+# bits) and a word repeated to length (``"password" * 4``: 88 bits) does not.
+MIN_KEY_LENGTH = 32
+MIN_KEY_BITS = 90
+
+
+def key_bits(key: str) -> float:
+    """Empirical entropy of ``key`` in bits: its length times the Shannon entropy of its characters."""
+    counts = Counter(key)
+    return -sum(n * math.log2(n / len(key)) for n in counts.values())
 
 
 class RedisSettings(BaseModel):
     """Where the job queue lives; run Redis with ``maxmemory-policy noeviction``."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: str = "redis://localhost:6379/0"
 
@@ -64,6 +80,10 @@ class WorkerSettings(BaseModel):
     name: str = Field(default="", description="consumer name in the group; empty = host-pid")
     metrics_port: int = Field(default=9101, ge=0, le=65535,
                               description="Prometheus port; 0 = no metrics server")
+    metrics_host: str = Field(default="127.0.0.1", description="address the metrics server binds; "
+                              "loopback unless set (0.0.0.0 in a container that Prometheus scrapes)")
+    liveness_file: str | None = Field(default=None, description="a file the worker touches at every "
+                                      "heartbeat, for a liveness probe that does not need Redis")
     log_level: str = Field(default="INFO", description="logging level name of the worker process")
 
 
@@ -77,8 +97,26 @@ class UiSettings(BaseModel):
                                  "frame is older than this")
 
 
+class LimitSettings(BaseModel):
+    """Bounds on what a request may ask of the service (``service.bounds``)."""
+
+    max_body_bytes: int = Field(default=32 * 2**20, ge=1024, description="largest request body "
+                                "(JSON or upload); base64 frames of 5 x 1024 x 1024 take 28 MB")
+    max_member_cells: int = Field(default=2**22, ge=1, description="largest H x W x members of "
+                                  "one job (1024 x 1024 x 4, 512 x 512 x 16)")
+    max_response_bytes: int = Field(default=256 * 2**20, ge=1024,
+                                     description="largest JSON result; bigger ones are refused "
+                                     "naming smaller choices (format=netcdf, members=false)")
+    max_past_hours: float = Field(default=24.0, gt=0, le=1_000_000,
+                                  description="oldest accepted input frame, hours before now")
+    max_future_hours: float = Field(default=1.0, ge=0, le=24,
+                                    description="newest accepted input frame, hours after now")
+
+
 class AuthSettings(BaseModel):
     """API keys accepted in the ``X-API-Key`` header; empty = no authentication."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     api_keys: list[str] = Field(default_factory=list)
 
@@ -86,8 +124,9 @@ class AuthSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything the API and the worker can be configured with."""
 
+    # hide_input_in_errors: a refused setting must not print the keys or the Redis URL it holds.
     model_config = SettingsConfigDict(env_prefix="NOWCAST_", env_nested_delimiter="__",
-                                      extra="ignore")
+                                      extra="ignore", hide_input_in_errors=True)
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
@@ -95,17 +134,33 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     cors_origins: list[str] = Field(default_factory=list)
     environment: str = "development"
 
     @model_validator(mode="after")
     def _safe_for_production(self) -> Settings:
-        """Refuse an unknown environment, and a production API open to anyone (no API keys)."""
+        """Refuse an unknown environment; in production, weak or missing API keys and a Redis
+        without a password. Messages never repeat a key."""
         if self.environment not in ENVIRONMENTS:
             raise ValueError(f"environment must be one of {ENVIRONMENTS}, got {self.environment!r}")
-        if self.environment == "production" and not self.auth.api_keys:
+        if self.environment != "production":
+            return self
+        keys = self.auth.api_keys
+        if not keys:
             raise ValueError("environment=production needs at least one key in auth.api_keys "
                              "(NOWCAST_AUTH__API_KEYS='[\"...\"]')")
+        for i, key in enumerate(keys):
+            if len(key) < MIN_KEY_LENGTH or key_bits(key) < MIN_KEY_BITS or key != key.strip():
+                raise ValueError(
+                    f"auth.api_keys[{i}] is too weak for environment=production: it needs at least "
+                    f"{MIN_KEY_LENGTH} characters, {MIN_KEY_BITS} bits of entropy and no surrounding "
+                    "blanks (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+        if len(set(keys)) != len(keys):
+            raise ValueError("auth.api_keys has duplicates")
+        if urlsplit(self.redis.url).scheme in ("redis", "rediss") and not urlsplit(self.redis.url).password:
+            raise ValueError("environment=production needs a Redis password in redis.url "
+                             "(NOWCAST_REDIS__URL=redis://:PASSWORD@host:6379/0; Redis requirepass)")
         return self
 
 

@@ -14,6 +14,13 @@ A job that raises fails alone (a failing batch is re-run job by job): it is retr
 lease, and dead-lettered after ``max_attempts`` deliveries; the worker keeps serving. SIGTERM
 or SIGINT finish the current batch and exit; a worker killed mid-batch loses nothing, its jobs
 are taken over once their leases run out.
+
+A worker that stalled past its lease (SIGSTOP, a long pause) may find its jobs taken over when
+it resumes. Every write it makes is fenced (``service.jobs``: :class:`~service.jobs.LeaseLost`),
+and it checks that it still holds its jobs right before sampling them, so it drops a lost job:
+no state goes backwards, no second result is stored, and a job it lost before sampling is not
+sampled again. (A sampling already running when the worker stalled finishes, and its result is
+dropped.)
 """
 
 from __future__ import annotations
@@ -42,11 +49,13 @@ from service import jobs
 from service.contract import JobRequest, ResultMeta
 from service.metrics import WorkerMetrics
 from service.redis_client import sync_client
+from service.secrets import install_secret_filter
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 1000  # how long an idle worker blocks on the stream before re-checking its stop flag
+SWEEP_SECONDS = 60.0  # how often a worker removes dead consumers from the group
 
 
 class StaleJob(Exception):
@@ -131,6 +140,7 @@ class Worker:
         self._since = time.time()
         self._held: dict[str, jobs.Claim] = {}
         self._lock = threading.Lock()
+        self._next_sweep = 0.0
 
     # ------------------------------------------------------------------ loop
 
@@ -161,6 +171,7 @@ class Worker:
         Returns the number of jobs claimed.
         """
         self._heartbeat()
+        self._sweep()
         self.metrics.queue_depth.set(jobs.sync_queue_depth(self.redis, self.queue))
         claims = self._claim_batch(block_ms)
         if claims:
@@ -195,20 +206,25 @@ class Worker:
                     continue
                 try:
                     ready.append(self._prepare(claim))
+                except jobs.LeaseLost as err:
+                    self._drop(claim, err)
                 except Exception as err:  # bad stored data must not stop the worker
                     self._fail(claim, err, retry=not isinstance(err, StaleJob))
             groups: dict[tuple, list[PreparedJob]] = {}
             for job in ready:
                 groups.setdefault(job.group_key, []).append(job)
             for group in groups.values():
-                self._sample(group)
+                group = self._still_held(group)
+                if group:
+                    self._sample(group)
 
     # ------------------------------------------------------------------ one job / one group
 
     def _prepare(self, claim: jobs.Claim) -> PreparedJob:
         config = self.nowcaster.config
         stored, frames = jobs.load_job(self.redis, self.queue, claim.job_id)
-        created = jobs.mark_running(self.redis, self.queue, claim, model_version=self.model_version)
+        created = jobs.mark_running(self.redis, self.queue, claim, self.name,
+                                    model_version=self.model_version)
         log.info("job %s: running (delivery %d, frames %s)", claim.job_id, claim.deliveries,
                  "x".join(map(str, frames.shape)))
         try:
@@ -259,6 +275,8 @@ class Worker:
         for job, nowcast in zip(group, nowcasts, strict=True):
             try:
                 self._finish(job, nowcast)
+            except jobs.LeaseLost as err:
+                self._drop(job.claim, err)
             except Exception as err:
                 self._fail(job.claim, err)
 
@@ -276,7 +294,7 @@ class Worker:
                   "probability": nowcast.probability, "thresholds": nowcast.thresholds,
                   "members": nowcast.members, "lead_minutes": nowcast.lead_minutes, "observed": job.observed}
         blob = jobs.encode_result(arrays, meta.model_dump(mode="json"))
-        jobs.complete(self.redis, self.queue, job.claim, blob, model_version=self.model_version)
+        jobs.complete(self.redis, self.queue, job.claim, self.name, blob, model_version=self.model_version)
         self._release(job.claim)
         self.jobs_done += 1
         latency = time.time() - job.created
@@ -285,10 +303,29 @@ class Worker:
         log.info("job %s: done in %.2f s after submission (%d kB)", job.claim.job_id, latency,
                  len(blob) // 1024)
 
+    def _still_held(self, group: list[PreparedJob]) -> list[PreparedJob]:
+        """The jobs of ``group`` this worker still holds (leases extended); the others are dropped."""
+        held = {c.entry for c in jobs.extend_leases(self.redis, self.queue, self.name,
+                                                    [job.claim for job in group])}
+        for job in group:
+            if job.claim.entry not in held:
+                self._drop(job.claim, jobs.LeaseLost("taken over by another worker before sampling"))
+        return [job for job in group if job.claim.entry in held]
+
+    def _drop(self, claim: jobs.Claim, err: BaseException) -> None:
+        """Forget a job this worker lost: another worker owns it now; write nothing."""
+        self._release(claim)
+        self.metrics.failures.labels(outcome="lease_lost").inc()
+        log.warning("job %s: lease of delivery %d lost (%s); dropped", claim.job_id, claim.deliveries, err)
+
     def _fail(self, claim: jobs.Claim, err: BaseException, *, retry: bool = True) -> None:
         self._release(claim)
         message = f"{type(err).__name__}: {err}"
-        dead = jobs.fail(self.redis, self.queue, claim, message, retry=retry)
+        try:
+            dead = jobs.fail(self.redis, self.queue, claim, self.name, message, retry=retry)
+        except jobs.LeaseLost as lost:
+            self._drop(claim, lost)
+            return
         self.metrics.failures.labels(outcome="dead_letter" if dead else "retry").inc()
         # A traceback only for what is not a plain data problem.
         trace = None if isinstance(err, ValueError | StaleJob) else err
@@ -302,10 +339,23 @@ class Worker:
     # ------------------------------------------------------------------ liveness
 
     def _heartbeat(self, *, busy: bool = False) -> None:
+        liveness = self.settings.worker.liveness_file
+        if liveness:  # for a liveness probe: the loop or the lease thread is alive, Redis or not
+            with open(liveness, "a"):
+                os.utime(liveness)
         jobs.heartbeat(self.redis, self.queue, self.name, {
             "name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
             "model_version": self.model_version, "since": self._since, "jobs_done": self.jobs_done,
             "busy": busy})
+
+    def _sweep(self) -> None:
+        """Every ``SWEEP_SECONDS``: remove dead consumers that hold no job from the group."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        removed = jobs.sweep_consumers(self.redis, self.queue)
+        if removed:
+            log.info("worker %s: removed dead consumers %s from the group", self.name, removed)
 
     def _release(self, claim: jobs.Claim) -> None:
         with self._lock:
@@ -329,9 +379,9 @@ class Worker:
                 except redis.RedisError as err:
                     log.warning("jobs %s: could not extend leases (%s)", [c.job_id for c in held], err)
                     continue
-                if kept < len(held):
-                    log.warning("jobs %s: %d lease(s) lost to another worker", [c.job_id for c in held],
-                                len(held) - kept)
+                lost = [c.job_id for c in held if c not in kept]
+                if lost:  # its writes are fenced; it is dropped before sampling or when it finishes
+                    log.warning("jobs %s: lease lost to another worker", lost)
 
         thread = threading.Thread(target=beat, name=f"lease-{self.name}", daemon=True)
         thread.start()
@@ -344,17 +394,23 @@ class Worker:
                 self._held = {}
 
 
-def main() -> None:
-    """``python -m service.worker``: serve until SIGTERM or SIGINT."""
+def main(*, nowcaster: Nowcaster | None = None) -> None:
+    """``python -m service.worker``: serve until SIGTERM or SIGINT.
+
+    ``nowcaster`` replaces the checkpoint's pipeline (tests run a stand-in model this way).
+    """
     from prometheus_client import start_http_server
 
     settings = get_settings()
     logging.basicConfig(level=settings.worker.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = Worker(settings)
+    install_secret_filter(settings)
+    worker = Worker(settings, nowcaster=nowcaster)
     if settings.worker.metrics_port:
-        start_http_server(settings.worker.metrics_port, registry=worker.metrics.registry)
-        log.info("worker %s: metrics on :%d/metrics", worker.name, settings.worker.metrics_port)
+        start_http_server(settings.worker.metrics_port, addr=settings.worker.metrics_host,
+                          registry=worker.metrics.registry)
+        log.info("worker %s: metrics on %s:%d/metrics", worker.name, settings.worker.metrics_host,
+                 settings.worker.metrics_port)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame) -> None:

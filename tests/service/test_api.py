@@ -174,7 +174,7 @@ def finish_next_job(redis, settings: Settings) -> str:
     qs = settings.queue
     (claim,) = jobs.claim_new(redis, qs, "test-worker", 1, block_ms=0)
     request, pixels = jobs.load_job(redis, qs, claim.job_id)
-    jobs.mark_running(redis, qs, claim, model_version="stldm-test")
+    jobs.mark_running(redis, qs, claim, "test-worker", model_version="stldm-test")
     k, t, (h, w) = request["members"], 3, pixels.shape[1:]
     members = np.random.default_rng(0).gamma(0.5, 2.0, size=(k, t, h, w)).astype(np.float32)
     arrays = {"members": members, "mean": members.mean(axis=0),
@@ -184,7 +184,8 @@ def finish_next_job(redis, settings: Settings) -> str:
               "lead_minutes": np.arange(1, t + 1) * STEP}
     meta = {"model_version": "stldm-test", "timestep_minutes": STEP, "members": k, "guidance": 1.0,
             "seed": request["seed"], "timings": {"sample_seconds": 0.5}, "request": request}
-    jobs.complete(redis, qs, claim, jobs.encode_result(arrays, meta), model_version="stldm-test")
+    jobs.complete(redis, qs, claim, "test-worker", jobs.encode_result(arrays, meta),
+                  model_version="stldm-test")
     return claim.job_id
 
 
