@@ -13,19 +13,45 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
+from fastapi.openapi.utils import get_openapi
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service import routes_health, routes_maps, routes_nowcasts, routes_ui
+from service import problems, routes_health, routes_maps, routes_nowcasts, routes_ui
+from service.bounds import BodyLimit, BodyTooLarge
 from service.deps import require_api_key
-from service.inputs import InputError, read_model_info
+from service.inputs import read_model_info
 from service.maps import ResultCache
 from service.redis_client import async_client
+from service.secrets import install_secret_filter, mask_url
 from service.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+class CountRequests:
+    """ASGI middleware counting requests by method, route and status (a plain ASGI wrapper: the
+    request body reaches the route unchanged, and errors raised while reading it reach the
+    exception handlers)."""
+
+    def __init__(self, app, *, metrics: routes_health.ApiMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], endpoint, str(status)).inc()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,13 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_secret_filter(settings)
         app.state.model_info = read_model_info(settings.model.checkpoint)
         app.state.redis = async_client(settings.redis.url)
+        redis_at = mask_url(settings.redis.url)
         try:
             await app.state.redis.ping()
-            log.info("API up: redis %s, model %s", settings.redis.url, app.state.model_info.model_version)
+            log.info("API up: redis %s, model %s", redis_at, app.state.model_info.model_version)
         except (RedisError, OSError) as err:  # stay up: /readyz says 503 until Redis answers
-            log.error("redis at %s does not answer (%s); the API is not ready", settings.redis.url, err)
+            log.error("redis at %s does not answer (%s); the API is not ready", redis_at, err)
         try:
             yield
         finally:
@@ -56,27 +84,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Location", "ETag", "Retry-After"])
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        app.state.metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
-        return response
+    app.add_middleware(CountRequests, metrics=app.state.metrics)
+    problems.install(app)
 
-    @app.exception_handler(InputError)
-    async def input_error(request: Request, err: InputError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, err: BodyTooLarge):
+        return problems.problem_response(413, str(err), instance=request.url.path)
 
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def redis_down(request: Request, err: RedisError) -> JSONResponse:
-        log.error("redis unavailable: %s", err)
-        return JSONResponse({"detail": "queue backend (Redis) unavailable; retry later"}, status_code=503,
-                            headers={"Retry-After": "5"})
+    # Outermost: a body over the limit is refused before anything reads it.
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
 
     app.include_router(routes_nowcasts.router, dependencies=[Depends(require_api_key)])
     app.include_router(routes_maps.router, dependencies=[Depends(require_api_key)])
     app.include_router(routes_health.router)
     routes_ui.mount(app)
+
+    def openapi() -> dict:
+        """The generated schema with the problem details every error answers with."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            app.openapi_schema = problems.add_problem_schemas(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

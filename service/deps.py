@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Annotated
 
@@ -39,11 +40,19 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 
 
 def require_api_key(settings: SettingsDep,
-                    key: Annotated[str | None, Security(api_key_header)] = None) -> None:
-    """401 unless ``X-API-Key`` is one of ``settings.auth.api_keys`` (no keys: open)."""
+                    key: Annotated[str | None, Security(api_key_header)] = None) -> str:
+    """401 unless ``X-API-Key`` is one of ``settings.auth.api_keys`` (no keys: open).
+
+    Returns the client's scope, a digest of its key ("" when the API is open): idempotency keys
+    live in it, so that two clients never share one (and no key is stored in Redis).
+    """
     keys = settings.auth.api_keys
     if not keys:
-        return
+        return ""
     if key is None or not any(secrets.compare_digest(key.encode(), k.encode()) for k in keys):
         raise HTTPException(status_code=401, detail="missing or invalid X-API-Key header",
                             headers={"WWW-Authenticate": "APIKey"})
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+ClientDep = Annotated[str, Depends(require_api_key)]

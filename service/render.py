@@ -56,7 +56,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
         leadtimes=lead,
         forecast_reference_time=ref,
         valid_times=None if ref is None else [ref + dt.timedelta(minutes=m) for m in lead],
-        n_members=int(np.asarray(result["members"]).shape[0]),
+        n_members=int(meta.get("members") or np.asarray(result["members"]).shape[0]),
         shape=list(np.asarray(result["mean"]).shape[-2:]),
         grid_spacing_km=request.get("grid_spacing_km"),
         crs=request.get("crs"),

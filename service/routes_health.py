@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from redis.exceptions import RedisError
 
 from model.transform import UNITS
 from service import jobs
-from service.deps import ModelInfoDep, RedisDep, SettingsDep
+from service.deps import ModelInfoDep, RedisDep, SettingsDep, require_api_key
+from service.problems import problem_response, responses
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,28 @@ async def livez() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz", responses={503: {"description": "Redis down or no live worker"}})
-async def readyz(redis: RedisDep, settings: SettingsDep) -> JSONResponse:
-    """200 when Redis answers and a worker heartbeat is alive, else 503 naming why."""
+def _unready(request: Request, reason: str) -> JSONResponse:
+    return problem_response(503, reason, instance=request.url.path, kind="not-ready", title="Not ready",
+                            headers={"Retry-After": "5"})
+
+
+@router.get("/readyz", responses=responses(503, descriptions={503: "Redis down or no live worker"}))
+async def readyz(request: Request, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
+    """200 when Redis answers and a worker heartbeat is alive, else 503 naming why. Where Redis
+    is stays in the log."""
     try:
         await redis.ping()
         workers = await jobs.workers_alive(redis, settings.queue)
         depth = await jobs.queue_depth(redis, settings.queue)
     except (RedisError, OSError) as err:
-        return JSONResponse({"status": "unready", "reason": f"redis unavailable: {err}"}, status_code=503)
+        log.warning("readyz: redis unavailable (%s: %s)", type(err).__name__, err)
+        return _unready(request, "redis unavailable")
     if workers == 0:
-        return JSONResponse({"status": "unready", "reason": "no live worker (no heartbeat)",
-                             "queue_depth": depth}, status_code=503)
+        return _unready(request, f"no live worker (no heartbeat); {depth} jobs waiting or running")
     return JSONResponse({"status": "ready", "workers": workers, "queue_depth": depth})
 
 
-@router.get("/v1/model")
+@router.get("/v1/model", dependencies=[Depends(require_api_key)], responses=responses(401))
 async def model_info(info: ModelInfoDep, settings: SettingsDep) -> dict:
     """The served model: what a request must look like (clients cut their input to this)."""
     return {"model_version": info.model_version, "t_in": info.t_in, "t_out": info.t_out,

@@ -16,14 +16,15 @@ import logging
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from service import jobs, render, scales
+from service import bounds, jobs, render, result_stream, scales
 from service.contract import JobRequest
-from service.deps import ModelInfoDep, RedisDep, SettingsDep
+from service.deps import ClientDep, ModelInfoDep, RedisDep, SettingsDep
 from service.inputs import (
     InputError,
     ModelInfo,
@@ -33,6 +34,7 @@ from service.inputs import (
     read_upload,
     to_pixels,
 )
+from service.problems import ProblemError, responses
 from service.schemas import (
     Array,
     JobList,
@@ -43,13 +45,13 @@ from service.schemas import (
     NowcastResult,
     SubmitResponse,
 )
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/nowcasts", tags=["nowcasts"])
 
 RETRY_AFTER_SECONDS = 30
-MAX_UPLOAD_BYTES = 256 * 2**20
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -91,19 +93,28 @@ def _validation_error(err: ValidationError, where: str) -> RequestValidationErro
     return RequestValidationError([{**e, "loc": (where, *e["loc"])} for e in errors])
 
 
-async def _parse_json(request: Request, info: ModelInfo, max_side: int):
+def _times(timestamps, settings: Settings) -> list[dt.datetime]:
+    limits = settings.limits
+    return bounds.check_times(timestamps, now=dt.datetime.now(dt.timezone.utc),
+                              max_past_hours=limits.max_past_hours, max_future_hours=limits.max_future_hours)
+
+
+async def _parse_json(request: Request, info: ModelInfo, settings: Settings):
+    max_side = settings.model.max_side
     try:
         body = NowcastRequest.model_validate_json(await request.body())
     except ValidationError as err:
         raise _validation_error(err, "body") from err
     if isinstance(body.frames, Array):
+        if any(n > max_side for n in body.frames.shape[1:]):  # refused before decoding the data
+            raise InputError(f"frames.shape {body.frames.shape}: sides must be at most max_side={max_side}")
         try:
             values = body.frames.to_numpy()
         except ValueError as err:
             raise InputError(str(err)) from err
     else:
         values = frames_from_lists(body.frames)
-    times, step = check_frames(values, body.timestamps, info=info, max_side=max_side)
+    times, step = check_frames(values, _times(body.timestamps, settings), info=info, max_side=max_side)
     data = json_input(values, body.unit, times, step, info=info, grid=body.grid,
                       grid_spacing_km=body.grid_spacing_km, resample=body.resample)
     if data.values.shape != values.shape:  # resampled: the sides again
@@ -111,18 +122,17 @@ async def _parse_json(request: Request, info: ModelInfo, max_side: int):
     return body, data, step
 
 
-async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
+async def _parse_upload(request: Request, info: ModelInfo, settings: Settings):
+    max_side = settings.model.max_side
     form = await request.form()
     uploads = [f for f in form.getlist("file") if not isinstance(f, str)]
     if not uploads:
         raise InputError("multipart submission needs radar file(s) in the field 'file' (CF-netCDF, ODIM_H5, "
                          "GRIB2 or GeoTIFF; several files for one frame each)")
-    files, size = [], 0
-    for upload in uploads:
+    files = []
+    for upload in uploads:  # together at most limits.max_body_bytes (service.bounds.BodyLimit)
         content = await upload.read()
-        size += len(content)
-        if size > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"files are larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+        await run_in_threadpool(bounds.check_netcdf_layout, content, name=upload.filename or "upload")
         files.append((upload.filename or "upload", content))
     fields: dict[str, Any] = {k: v for k, v in form.items() if k != "file"}
     if "thresholds" in fields:
@@ -132,35 +142,41 @@ async def _parse_upload(request: Request, info: ModelInfo, max_side: int):
     except ValidationError as err:
         raise _validation_error(err, "form") from err
     data = await run_in_threadpool(read_upload, files, info=info, resample=options.resample)
-    _, step = check_frames(data.values, data.timestamps, info=info, max_side=max_side)
+    _, step = check_frames(data.values, _times(data.timestamps, settings), info=info, max_side=max_side)
     return options, data, step
 
 
 @router.post("", status_code=202, response_model=SubmitResponse, openapi_extra=SUBMIT_BODY,
-             responses={413: {"description": "upload too large"}, 422: {"description": "invalid input"},
-                        429: {"description": "queue full"}, 503: {"description": "Redis unavailable"}})
+             responses=responses(401, 413, 415, 422, 429, 503, descriptions={
+                 413: "request body over limits.max_body_bytes",
+                 422: "invalid input, or an idempotency key reused with a different request",
+                 429: "queue full (Retry-After)", 503: "Redis unavailable (Retry-After)"}))
 async def submit_nowcast(
     request: Request, response: Response, redis: RedisDep, settings: SettingsDep, info: ModelInfoDep,
-    idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+    client: ClientDep,
+    idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
+                                                     max_length=200)] = None,
 ) -> SubmitResponse:
     """Queue an ensemble nowcast of the last ``t_in`` radar frames (202 + ``Location``)."""
     content_type = request.headers.get("content-type", "")
-    max_side = settings.model.max_side
     if content_type.startswith("multipart/form-data"):
-        options, data, step = await _parse_upload(request, info, max_side)
+        options, data, step = await _parse_upload(request, info, settings)
     elif content_type.startswith("application/json"):
-        options, data, step = await _parse_json(request, info, max_side)
+        options, data, step = await _parse_json(request, info, settings)
     else:
         raise HTTPException(415, f"content type {content_type!r}: send application/json or "
                                  "multipart/form-data")
+    bounds.check_values(data.values, data.unit)
     if options.members is not None and options.members > settings.model.max_members:
         raise InputError(f"members={options.members} exceeds max_members={settings.model.max_members}")
     try:  # the worker resolves the same way; a bad combination is refused here, not after queueing
-        info.defaults.resolve(members=options.members, guidance=options.guidance, seed=options.seed,
-                              matching=options.matching, advection=options.advection,
-                              motion_spread=options.motion_spread, thresholds=options.thresholds)
+        resolved = info.defaults.resolve(
+            members=options.members, guidance=options.guidance, seed=options.seed, matching=options.matching,
+            advection=options.advection, motion_spread=options.motion_spread, thresholds=options.thresholds)
     except ValueError as err:
         raise InputError(str(err)) from err
+    bounds.check_member_cells(*data.values.shape[1:], resolved.members,
+                              max_member_cells=settings.limits.max_member_cells)
     max_age = settings.queue.max_age_minutes
     age = (dt.datetime.now(dt.timezone.utc) - data.timestamps[-1]).total_seconds() / 60
     if max_age is not None and age > max_age:
@@ -182,11 +198,16 @@ async def submit_nowcast(
     )
     try:
         job_id, created = await jobs.submit(redis, settings.queue, frames=pixels, idempotency_key=key,
-                                            request=job_request.model_dump(mode="json"))
+                                            scope=client, request=job_request.model_dump(mode="json"))
     except jobs.QueueFull as err:
         request.app.state.metrics.submissions.labels(outcome="queue_full").inc()
-        raise HTTPException(429, f"queue full ({err}); retry later",
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from err
+        raise ProblemError(429, f"queue full ({err}); retry later",
+                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from err
+    except jobs.IdempotencyConflict as err:
+        request.app.state.metrics.submissions.labels(outcome="idempotency_conflict").inc()
+        raise ProblemError(422, f"Idempotency-Key {key!r} was used for job {err.job_id} with a different "
+                           "request (options or frames); use a new key for a new request",
+                           kind="idempotency-key-reused", title="Idempotency key reused") from err
     request.app.state.metrics.submissions.labels(outcome="queued" if created else "duplicate").inc()
     log.info("job %s %s (%s, %s members)", job_id, "queued" if created else "replayed",
              data.source, options.members or "default")
@@ -214,7 +235,8 @@ def _summary(request: Request, job: dict[str, str]) -> JobSummary:
         status_url=str(request.url_for("get_nowcast", job_id=job["id"])))
 
 
-@router.get("", response_model=JobList, responses={304: {"description": "not modified"}})
+@router.get("", response_model=JobList,
+            responses={304: {"description": "not modified"}, **responses(401, 422, 503)})
 async def list_nowcasts(
     request: Request, redis: RedisDep, settings: SettingsDep,
     status: Annotated[Literal["queued", "running", "done", "failed"] | None,
@@ -258,8 +280,12 @@ async def _job_or_404(redis, settings, job_id: str) -> dict[str, str]:
     return job
 
 
-@router.get("/{job_id}", response_model=JobStatus, responses={304: {"description": "not modified"}})
-async def get_nowcast(job_id: str, request: Request, redis: RedisDep, settings: SettingsDep,
+JobId = Annotated[str, Path(min_length=1, max_length=64, description="the id POST /v1/nowcasts returned")]
+
+
+@router.get("/{job_id}", response_model=JobStatus,
+            responses={304: {"description": "not modified"}, **responses(401, 404, 422, 503)})
+async def get_nowcast(job_id: JobId, request: Request, redis: RedisDep, settings: SettingsDep,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """Status, queue position, timings and model version of a job; ``ETag`` / 304 for polling."""
     job = await _job_or_404(redis, settings, job_id)
@@ -276,41 +302,60 @@ async def get_nowcast(job_id: str, request: Request, redis: RedisDep, settings: 
     return _etagged(body, if_none_match)
 
 
-async def done_result(redis, settings, job_id: str) -> dict[str, Any]:
-    """The decoded result of a finished job; 404 unknown or expired, 409 (with the status) not done."""
+async def done_blob(redis, settings, job_id: str) -> bytes:
+    """The stored result of a finished job; 404 unknown or expired, 409 (``job_status``) not done."""
     job = await _job_or_404(redis, settings, job_id)
     status = job.get("status")
     if status != jobs.DONE:
         detail = f"job {job_id} is {status}" + (f": {job['error']}" if job.get("error") else "")
-        raise HTTPException(409, detail={"message": detail, "status": status})
+        raise ProblemError(409, detail, job_status=status)
     blob = await jobs.get_result(redis, settings.queue, job_id)
     if blob is None:
         raise HTTPException(404, f"result of job {job_id} has expired")
-    return await run_in_threadpool(jobs.decode_result, blob)
+    return blob
+
+
+async def done_result(redis, settings, job_id: str, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The decoded result of a finished job (the arrays ``names``, default all), as :func:`done_blob`."""
+    return await run_in_threadpool(jobs.decode_result, await done_blob(redis, settings, job_id), names)
+
+
+RESULT_RESPONSES = responses(401, 404, 409, 422, 503, descriptions={
+    409: "the job is not done (job_status says where it is)",
+    422: "invalid query, or a JSON result over limits.max_response_bytes"})
+WITHOUT_MEMBERS = tuple(n for n in jobs.RESULT_ARRAYS + jobs.OPTIONAL_RESULT_ARRAYS if n != "members")
 
 
 @router.get("/{job_id}/result", response_model=NowcastResult,
-            responses={200: {"content": {"application/x-netcdf": {}}}, 409: {"description": "not done"}})
+            responses={200: {"content": {"application/x-netcdf": {}}}, **RESULT_RESPONSES})
 async def get_nowcast_result(
-    job_id: str, redis: RedisDep, settings: SettingsDep,
+    job_id: JobId, redis: RedisDep, settings: SettingsDep,
     format: Annotated[Literal["json", "netcdf"], Query(description="json or CF-netCDF")] = "json",
     members: Annotated[bool, Query(description="include the members (JSON)")] = False,
-    encoding: Annotated[Literal["base64", "list"], Query(description="JSON array encoding")] = "base64",
+    encoding: Annotated[Literal["base64", "list"], Query(description="JSON array encoding; no data is "
+                                                         "NaN in base64 float32, null in lists")] = "base64",
 ) -> Response:
     """Ensemble mean, percentiles, exceedance probabilities (and members) of a finished job."""
-    result = await done_result(redis, settings, job_id)
+    blob = await done_blob(redis, settings, job_id)
     if format == "netcdf":
+        result = await run_in_threadpool(jobs.decode_result, blob)
         data = await run_in_threadpool(render.result_netcdf, result)
         return Response(data, media_type="application/x-netcdf", headers={
             "Content-Disposition": f'attachment; filename="nowcast-{job_id}.nc"'})
-    body = await run_in_threadpool(render.result_json, job_id, result, members=members, encoding=encoding)
-    return Response(json.dumps(body), media_type="application/json")
+    size = bounds.json_result_bytes(jobs.result_sizes(blob), members=members, encoding=encoding)
+    bounds.check_response_size(size, max_response_bytes=settings.limits.max_response_bytes, members=members,
+                               encoding=encoding)
+    names = None if members else WITHOUT_MEMBERS
+    result = await run_in_threadpool(jobs.decode_result, blob, names)
+    body = await run_in_threadpool(result_stream.json_chunks, job_id, result, members=members,
+                                   encoding=encoding)
+    return StreamingResponse(body, media_type="application/json")
 
 
 @router.get("/{job_id}/png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, 409: {"description": "not done"}})
+            responses={200: {"content": {"image/png": {}}}, **RESULT_RESPONSES})
 async def get_nowcast_png(
-    job_id: str, redis: RedisDep, settings: SettingsDep,
+    job_id: JobId, redis: RedisDep, settings: SettingsDep,
     lead: Annotated[int | None, Query(description="lead time in minutes (default: the first)")] = None,
     product: Annotated[Literal[scales.PRODUCTS], Query(description="mean, percentiles p10/p50/p90, "  # type: ignore[valid-type]
                                                        "probability, or the last observed frame")] = "mean",
@@ -319,7 +364,7 @@ async def get_nowcast_png(
 ) -> Response:
     """A PNG map of one product at one lead time (or animated over the lead times): colour scale
     with legend, issue and valid times, coordinates and graticule, dry and 0 % transparent."""
-    result = await done_result(redis, settings, job_id)
+    result = await done_result(redis, settings, job_id, WITHOUT_MEMBERS)
     lead = int(np.asarray(result["lead_minutes"])[0]) if lead is None else lead
     try:
         if animated:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,6 +21,9 @@ from model.transform import UNITS
 Unit = Literal["dBZ", "mm/h", "pixel"]
 NestedFrames = list[list[list[float | None]]]
 MAX_THRESHOLDS = 16
+MAX_THRESHOLD_MM_H = 1000.0  # a rain rate no radar measures; thresholds above it are typos
+MAX_GRID_SPACING_KM = 100.0
+Threshold = Annotated[float, Field(ge=0.0, le=MAX_THRESHOLD_MM_H)]
 
 
 class Array(BaseModel):
@@ -58,12 +61,13 @@ class Array(BaseModel):
 
 class NowcastOptions(BaseModel):
     """Ensemble options; the same names as the worker's and the model's arguments. An option
-    left out takes the served checkpoint's default (``GET /v1/model``, ``defaults``)."""
+    left out takes the served checkpoint's default (``GET /v1/model``, ``defaults``). Numbers
+    are finite: ``NaN`` and ``Infinity`` are refused (strict JSON has neither)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     members: int | None = Field(None, ge=1, description="ensemble size (1 .. model.max_members)")
-    thresholds: list[float] | None = Field(
+    thresholds: list[Threshold] | None = Field(
         None, min_length=1, max_length=MAX_THRESHOLDS,
         description=f"rain-rate thresholds of the exceedance probabilities, mm/h (default "
         f"{list(DEFAULT_THRESHOLDS)} unless the checkpoint says otherwise)",
@@ -100,9 +104,10 @@ class NowcastOptions(BaseModel):
     @field_validator("thresholds")
     @classmethod
     def _finite_non_negative(cls, value: list[float] | None) -> list[float] | None:
-        bad = [v for v in value or [] if not math.isfinite(v) or v < 0]
+        bad = [v for v in value or [] if not math.isfinite(v) or not 0 <= v <= MAX_THRESHOLD_MM_H]
         if bad:
-            raise ValueError(f"thresholds must be finite and >= 0 mm/h, got {bad}")
+            raise ValueError(f"thresholds must be finite rain rates in [0, {MAX_THRESHOLD_MM_H:g}] mm/h, "
+                             f"got {bad}")
         return value
 
 
@@ -149,7 +154,8 @@ class NowcastRequest(NowcastOptions):
         description="ISO 8601 time of each frame (UTC when no offset), increasing by one of the steps "
         "the model serves (GET /v1/model, step_minutes)"
     )
-    grid_spacing_km: float | None = Field(None, gt=0, description="cell size in km, when no grid is given")
+    grid_spacing_km: float | None = Field(None, gt=0, le=MAX_GRID_SPACING_KM,
+                                          description="cell size in km, when no grid is given")
     grid: GridSpec | None = Field(None, description="CRS and coordinates of the cells: the result "
                                   "gets a CF grid mapping, lat/lon and a map in the viewer")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import threading
 import time
 from pathlib import Path
@@ -47,13 +48,15 @@ def test_nowcast_through_http_and_the_real_model(running_worker, e2e_settings, t
         while client.get("/readyz").status_code != 200:  # the worker's first heartbeat
             assert time.monotonic() < deadline, "worker never became ready"
             time.sleep(0.2)
+        t0 = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)  # inputs must be recent
         yy, xx = np.mgrid[:64, :64]
         dbz = (50 * np.exp(-((yy - 32) ** 2 + (xx - 20) ** 2) / 200) - 10).astype(np.float32)
         frames = np.repeat(dbz[None], 5, axis=0)
         frames[:, :4, :4] = np.nan
         body = {"frames": {"data": base64.b64encode(frames.tobytes()).decode(), "shape": [5, 64, 64],
                            "dtype": "float32"},
-                "unit": "dBZ", "timestamps": [f"2024-06-01T12:{m:02d}:00Z" for m in range(0, 25, 5)],
+                "unit": "dBZ",
+                "timestamps": [f"{t0 + dt.timedelta(minutes=m):%Y-%m-%dT%H:%M}Z" for m in range(0, 25, 5)],
                 "members": 2, "thresholds": [0.1, 1.0], "grid_spacing_km": 4.0}
         submitted = client.post("/v1/nowcasts", json=body)
         assert submitted.status_code == 202, submitted.text
