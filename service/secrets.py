@@ -65,7 +65,12 @@ class SecretFilter(logging.Filter):
 def install_secret_filter(settings: Settings) -> SecretFilter:
     """Put one :class:`SecretFilter` for ``settings`` on every handler of the root and uvicorn
     loggers (call it after logging is configured); returns it."""
-    secret_filter = SecretFilter(settings_secrets(settings))
+    return install_filter(SecretFilter(settings_secrets(settings)))
+
+
+def install_filter(secret_filter: SecretFilter) -> SecretFilter:
+    """Put ``secret_filter`` on every handler of the root and uvicorn loggers, in place of any
+    :class:`SecretFilter` there before; returns it."""
     for name in LOGGERS:
         for handler in logging.getLogger(name).handlers:
             for old in [f for f in handler.filters if isinstance(f, SecretFilter)]:

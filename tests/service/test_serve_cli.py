@@ -83,3 +83,11 @@ def test_wait_for_job_raises_with_the_error_of_a_failed_job():
     with httpx.Client(transport=httpx.MockTransport(handler)) as client, \
             pytest.raises(cli.SubmitError, match="boom"):
         cli.wait_for_job(client, "http://service/v1/nowcasts/j1", timeout=10, poll=0)
+
+
+def test_serve_never_logs_the_redis_password(caplog, monkeypatch, tmp_path):
+    monkeypatch.setenv("NOWCAST_REDIS__URL", f"redis://:hunter2-pass@127.0.0.1:{serve.free_port()}/0")
+    with caplog.at_level("INFO"):
+        assert serve.serve(host="127.0.0.1", port=serve.free_port(), redis_port=0, data_dir=tmp_path,
+                           workers=1) == 2  # that Redis does not answer
+    assert "redis://:***@127.0.0.1" in caplog.text and "hunter2" not in caplog.text
