@@ -55,6 +55,15 @@ class QueueSettings(BaseModel):
     max_age_minutes: float | None = Field(
         default=None, gt=0, description="fail jobs whose last input frame is older than this when claimed")
 
+    @model_validator(mode="after")
+    def _batch_wait_within_the_lease(self) -> QueueSettings:
+        """A worker does not extend its leases while it waits to fill a batch."""
+        if self.batch_wait_ms >= self.lease_seconds * 1000 / 2:
+            raise ValueError(f"queue.batch_wait_ms={self.batch_wait_ms} must be under half of "
+                             f"queue.lease_seconds={self.lease_seconds:g} s, or jobs are taken over while "
+                             "a batch fills")
+        return self
+
 
 class ModelSettings(BaseModel):
     """The checkpoint the worker serves and how it samples."""

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 1000  # how long an idle worker blocks on the stream before re-checking its stop flag
 SWEEP_SECONDS = 60.0  # how often a worker removes dead consumers from the group
+WRITE_RETRY_LEASES, WRITE_RETRY_SECONDS = 4, 0.25  # how long and how often to retry a write Redis missed
 
 
 class StaleJob(Exception):
@@ -294,7 +295,8 @@ class Worker:
                   "probability": nowcast.probability, "thresholds": nowcast.thresholds,
                   "members": nowcast.members, "lead_minutes": nowcast.lead_minutes, "observed": job.observed}
         blob = jobs.encode_result(arrays, meta.model_dump(mode="json"))
-        jobs.complete(self.redis, self.queue, job.claim, self.name, blob, model_version=self.model_version)
+        self._until_redis_answers(job.claim, lambda: jobs.complete(
+            self.redis, self.queue, job.claim, self.name, blob, model_version=self.model_version))
         self._release(job.claim)
         self.jobs_done += 1
         latency = time.time() - job.created
@@ -302,6 +304,20 @@ class Worker:
         self.metrics.latency_seconds.observe(latency)
         log.info("job %s: done in %.2f s after submission (%d kB)", job.claim.job_id, latency,
                  len(blob) // 1024)
+
+    def _until_redis_answers(self, claim: jobs.Claim, write):
+        """``write()`` (a fenced write of ``claim``'s outcome), retried while Redis is unreachable
+        for up to ``WRITE_RETRY_LEASES`` leases: a result sampled during a Redis outage is stored
+        when Redis is back, unless another worker has taken the job over meanwhile (LeaseLost)."""
+        deadline = time.monotonic() + WRITE_RETRY_LEASES * self.queue.lease_seconds
+        while True:
+            try:
+                return write()
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("job %s: redis unreachable (%s); retrying its write", claim.job_id, err)
+                time.sleep(WRITE_RETRY_SECONDS)
 
     def _still_held(self, group: list[PreparedJob]) -> list[PreparedJob]:
         """The jobs of ``group`` this worker still holds (leases extended); the others are dropped."""
@@ -322,7 +338,8 @@ class Worker:
         self._release(claim)
         message = f"{type(err).__name__}: {err}"
         try:
-            dead = jobs.fail(self.redis, self.queue, claim, self.name, message, retry=retry)
+            dead = self._until_redis_answers(
+                claim, lambda: jobs.fail(self.redis, self.queue, claim, self.name, message, retry=retry))
         except jobs.LeaseLost as lost:
             self._drop(claim, lost)
             return
