@@ -168,3 +168,22 @@ def make_fake_model():
 def fake_model(make_fake_model) -> FakeModel:
     return make_fake_model()
 
+
+@pytest.fixture(scope="module")
+def yaml():
+    """PyYAML (the deployment tests that read YAML are skipped without it)."""
+    return pytest.importorskip("yaml")
+
+
+@pytest.fixture(scope="module")
+def k8s(yaml) -> dict[tuple[str, str], dict]:
+    """(kind, name) -> manifest, for every document under deploy/k8s."""
+    docs = {}
+    for path in sorted((Path(__file__).resolve().parents[2] / "deploy" / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is None:
+                continue
+            for key in ("apiVersion", "kind", "metadata"):
+                assert key in doc, f"{path.name}: a manifest without {key}"
+            docs[(doc["kind"], doc["metadata"]["name"])] = doc
+    return docs

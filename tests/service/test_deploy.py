@@ -19,6 +19,7 @@ from service.jobs import Keys
 from service.metrics import WorkerMetrics
 from service.routes_health import ApiMetrics, router
 from service.settings import QueueSettings, WorkerSettings
+from tests.service.helpers import example_env, interpolate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -131,27 +132,9 @@ def queue_keys(env: dict[str, str]) -> Keys:
 
 
 @pytest.fixture(scope="module")
-def yaml():
-    return pytest.importorskip("yaml")
-
-
-@pytest.fixture(scope="module")
 def compose(yaml) -> dict:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-
-
-@pytest.fixture(scope="module")
-def k8s(yaml) -> dict[tuple[str, str], dict]:
-    """(kind, name) -> manifest, for every document under deploy/k8s."""
-    docs = {}
-    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc is None:
-                continue
-            for key in ("apiVersion", "kind", "metadata"):
-                assert key in doc, f"{path.name}: a manifest without {key}"
-            docs[(doc["kind"], doc["metadata"]["name"])] = doc
-    return docs
+    """The services of docker-compose.yml as compose runs them with deploy/env.example's values."""
+    return interpolate(yaml.safe_load((ROOT / "docker-compose.yml").read_text()), example_env())["services"]
 
 
 def k8s_container(k8s: dict, kind: str, name: str) -> dict:
