@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.utils import get_openapi
 from redis.exceptions import RedisError
 
 from service import problems, routes_health, routes_maps, routes_nowcasts, routes_ui
@@ -21,6 +20,7 @@ from service.bounds import BodyLimit, BodyTooLarge
 from service.deps import require_api_key
 from service.inputs import read_model_info
 from service.maps import ResultCache
+from service.openapi import openapi_schema
 from service.redis_client import async_client
 from service.secrets import install_secret_filter, mask_url
 from service.settings import Settings, get_settings
@@ -99,13 +99,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_health.router)
     routes_ui.mount(app)
 
-    def openapi() -> dict:
-        """The generated schema with the problem details every error answers with."""
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            app.openapi_schema = problems.add_problem_schemas(schema)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     return app

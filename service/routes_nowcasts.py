@@ -70,8 +70,18 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return resolve(schema)
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property schema without its ``null`` branch: a form field is left out, never null."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    return {**branches[0], **rest}
+
+
 def _upload_schema() -> dict[str, Any]:
     options = _inline_refs(NowcastOptions.model_json_schema())
+    options["properties"] = {name: _not_null(prop) for name, prop in options["properties"].items()}
     options["properties"]["thresholds"] = {"type": "string", "example": "0.1,1,5,10,20,50",
                                            "description": "comma-separated thresholds, mm/h"}
     options["properties"]["file"] = {
@@ -102,7 +112,8 @@ def _times(timestamps, settings: Settings) -> list[dt.datetime]:
 async def _parse_json(request: Request, info: ModelInfo, settings: Settings):
     max_side = settings.model.max_side
     try:
-        body = NowcastRequest.model_validate_json(await request.body())
+        # strict: JSON types as the schema says (no "2" for 2, no false for 0.0)
+        body = NowcastRequest.model_validate_json(await request.body(), strict=True)
     except ValidationError as err:
         raise _validation_error(err, "body") from err
     if isinstance(body.frames, Array):
@@ -146,11 +157,25 @@ async def _parse_upload(request: Request, info: ModelInfo, settings: Settings):
     return options, data, step
 
 
+def _links(**targets: str) -> dict[str, Any]:
+    """OpenAPI links to the job's operations, with ``job_id`` taken from this response."""
+    return {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+            for name, operation in targets.items()}
+
+
+STATUS_OPERATION = "get_nowcast_v1_nowcasts__job_id__get"
+RESULT_OPERATIONS = {"result": "get_nowcast_result_v1_nowcasts__job_id__result_get",
+                     "png": "get_nowcast_png_v1_nowcasts__job_id__png_get"}
+
+
 @router.post("", status_code=202, response_model=SubmitResponse, openapi_extra=SUBMIT_BODY,
-             responses=responses(401, 413, 415, 422, 429, 503, descriptions={
+             responses={202: {"description": "queued (Location: the job's status URL)",
+                              "links": _links(status=STATUS_OPERATION, **RESULT_OPERATIONS)},
+                        **responses(400, 401, 413, 415, 422, 429, 503, descriptions={
+                 400: "a multipart body that cannot be parsed",
                  413: "request body over limits.max_body_bytes",
                  422: "invalid input, or an idempotency key reused with a different request",
-                 429: "queue full (Retry-After)", 503: "Redis unavailable (Retry-After)"}))
+                 429: "queue full (Retry-After)", 503: "Redis unavailable (Retry-After)"})})
 async def submit_nowcast(
     request: Request, response: Response, redis: RedisDep, settings: SettingsDep, info: ModelInfoDep,
     client: ClientDep,
@@ -284,7 +309,8 @@ JobId = Annotated[str, Path(min_length=1, max_length=64, description="the id POS
 
 
 @router.get("/{job_id}", response_model=JobStatus,
-            responses={304: {"description": "not modified"}, **responses(401, 404, 422, 503)})
+            responses={200: {"links": _links(**RESULT_OPERATIONS)}, 304: {"description": "not modified"},
+                       **responses(401, 404, 422, 503)})
 async def get_nowcast(job_id: JobId, request: Request, redis: RedisDep, settings: SettingsDep,
                       if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """Status, queue position, timings and model version of a job; ``ETag`` / 304 for polling."""
