@@ -116,6 +116,20 @@ def check_member_cells(height: int, width: int, members: int, *, max_member_cell
                          "or send a smaller grid")
 
 
+def check_result_size(height: int, width: int, *, t_out: int, members: int, thresholds: int,
+                      max_result_bytes: int) -> None:
+    """The float32 bytes of a job's result (members, mean, 3 percentiles, one probability per
+    threshold, at ``t_out`` lead times) within ``max_result_bytes``."""
+    fields = members + 1 + 3 + thresholds
+    size = 4 * t_out * height * width * fields
+    if size > max_result_bytes:
+        raise InputError(f"the result of {height} x {width} cells x {t_out} lead times x {fields} fields "
+                         f"({members} members, mean, 3 percentiles, {thresholds} probabilities) would take "
+                         f"{size // 2**20} MiB, over max_result_bytes={max_result_bytes} "
+                         "(NOWCAST_LIMITS__MAX_RESULT_BYTES); ask for fewer members or thresholds, or send a "
+                         "smaller grid")
+
+
 def check_finite(name: str, value: float | None, *, low: float, high: float) -> None:
     """``value`` (None allowed) finite and within ``(low, high]``."""
     if value is not None and not (math.isfinite(value) and low < value <= high):

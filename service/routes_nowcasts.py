@@ -202,6 +202,9 @@ async def submit_nowcast(
         raise InputError(str(err)) from err
     bounds.check_member_cells(*data.values.shape[1:], resolved.members,
                               max_member_cells=settings.limits.max_member_cells)
+    bounds.check_result_size(*values.shape[1:], t_out=info.t_out, members=resolved.members,
+                             thresholds=len(resolved.thresholds),
+                             max_result_bytes=settings.limits.max_result_bytes)
     max_age = settings.queue.max_age_minutes
     age = (dt.datetime.now(dt.timezone.utc) - data.timestamps[-1]).total_seconds() / 60
     if max_age is not None and age > max_age:

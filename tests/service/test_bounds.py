@@ -264,3 +264,12 @@ def test_every_error_is_a_problem(client, redis, redis_url):
     finish_next_job(redis, settings_for(redis_url))
     problem = assert_problem(client.get(f"/v1/nowcasts/{job_id}/png", params={"lead": 7}), 422, "valid leads")
     assert isinstance(problem["detail"], str)
+
+
+def test_a_job_whose_result_would_be_too_large_is_refused(redis, redis_url):
+    # the default checkpoint: 20 lead times; 64 x 64 cells x (2 members + mean + 3 percentiles + 3)
+    size = 4 * 20 * SIDE * SIDE * (2 + 4 + 3)
+    with TestClient(create_app(settings_for(redis_url, max_result_bytes=size))) as client:
+        assert client.post("/v1/nowcasts", json=payload(thresholds=[0.1, 1, 5])).status_code == 202
+        assert_problem(client.post("/v1/nowcasts", json=payload(thresholds=[0.1, 1, 5, 10])), 422,
+                       "max_result_bytes", "NOWCAST_LIMITS__MAX_RESULT_BYTES")

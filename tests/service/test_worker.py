@@ -282,3 +282,15 @@ def test_a_worker_refuses_more_ddim_steps_than_the_checkpoint_has(settings, fake
     too_many = settings.model_copy(update={"model": settings.model.model_copy(update={"steps": 500})})
     with pytest.raises(ValueError, match=r"NOWCAST_MODEL__STEPS\) must be in \[1, 50\].*got 500"):
         Worker(too_many, nowcaster=nowcaster_of(fake_model))
+
+
+def test_the_worker_touches_its_liveness_file_at_every_heartbeat(settings, fake_model, tmp_path):
+    alive = tmp_path / "worker-alive"
+    with_file = settings.model_copy(update={"worker": settings.worker.model_copy(
+        update={"liveness_file": str(alive)})})
+    worker = Worker(with_file, nowcaster=nowcaster_of(fake_model), name="probed")
+    assert worker.step(block_ms=10) == 0
+    first = alive.stat().st_mtime
+    time.sleep(0.05)
+    worker.step(block_ms=10)
+    assert alive.stat().st_mtime > first
