@@ -113,9 +113,10 @@ class LimitSettings(BaseModel):
                                 "(JSON or upload); base64 frames of 5 x 1024 x 1024 take 28 MB")
     max_member_cells: int = Field(default=2**22, ge=1, description="largest H x W x members of "
                                   "one job (1024 x 1024 x 4, 512 x 512 x 16)")
-    max_result_bytes: int = Field(default=512 * 2**20, ge=1024, description="largest result of one "
+    max_result_bytes: int = Field(default=256 * 2**20, ge=1024, description="largest result of one "
                                   "job, float32 bytes of members, mean, percentiles and probabilities at "
-                                  "every lead time: what the worker stores and the API decodes for netCDF")
+                                  "every lead time: what the worker stores and the API decodes (writing it "
+                                  "as netCDF peaks near 3.5 times this; the API's limit is 2 GiB)")
     max_response_bytes: int = Field(default=256 * 2**20, ge=1024,
                                      description="largest JSON result; bigger ones are refused "
                                      "naming smaller choices (format=netcdf, members=false)")
