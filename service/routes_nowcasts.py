@@ -200,9 +200,10 @@ async def submit_nowcast(
             advection=options.advection, motion_spread=options.motion_spread, thresholds=options.thresholds)
     except ValueError as err:
         raise InputError(str(err)) from err
-    bounds.check_member_cells(*data.values.shape[1:], resolved.members,
+    height, width = data.values.shape[1:]
+    bounds.check_member_cells(height, width, resolved.members,
                               max_member_cells=settings.limits.max_member_cells)
-    bounds.check_result_size(*values.shape[1:], t_out=info.t_out, members=resolved.members,
+    bounds.check_result_size(height, width, t_out=info.t_out, members=resolved.members,
                              thresholds=len(resolved.thresholds),
                              max_result_bytes=settings.limits.max_result_bytes)
     max_age = settings.queue.max_age_minutes

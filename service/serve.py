@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -157,10 +157,12 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
             [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", host,
              "--port", str(port)], env=env, start_new_session=True))
         metrics_port = int(env.get("NOWCAST_WORKER__METRICS_PORT", WORKER_METRICS_PORT))
+        def start_worker(worker_env: dict[str, str]) -> Callable[[], subprocess.Popen]:
+            return lambda: subprocess.Popen(command, env=worker_env, start_new_session=True)
+
         for i in range(workers):  # one Prometheus port per worker: 9101, 9102, ...
             worker_env = {**env, "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
-            supervisor.add(f"worker-{i}", lambda e=worker_env: subprocess.Popen(command, env=e,
-                                                                                 start_new_session=True))
+            supervisor.add(f"worker-{i}", start_worker(worker_env))
         base = f"http://{host}:{port}"
         wait_until(lambda: http_answers(f"{base}/livez"), what="the API", timeout=60, process=api.process)
         log.info("Nowcasting service on %s (docs at %s/docs). Submit a forecast from another "
