@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 EVENT ?= ../shared/radar/events/fmi_20160928.nc
 EVENTS ?= ../shared/radar/events
 
-.PHONY: install demo serve submit evaluate test lint bench bench-service train train-gpu clean
+.PHONY: install demo serve submit evaluate test lint fuzz bench bench-service train train-gpu clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -37,6 +37,13 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# schemathesis, all checks, 50 examples per operation, against a running service (make serve);
+# URL and KEY (its X-API-Key, when it has keys) choose another.
+URL ?= http://127.0.0.1:8000
+fuzz: $(STAMP)
+	$(VENV)/bin/schemathesis --config-file schemathesis.toml run $(URL)/openapi.json --checks all \
+		--max-examples 50 $(if $(KEY),--header "X-API-Key: $(KEY)")
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[eval]"

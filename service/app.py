@@ -13,7 +13,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import problems, routes_health, routes_maps, routes_nowcasts, routes_ui
 from service.bounds import BodyLimit, BodyTooLarge
@@ -33,15 +35,16 @@ class CountRequests:
     request body reaches the route unchanged, and errors raised while reading it reach the
     exception handlers)."""
 
-    def __init__(self, app, *, metrics: routes_health.ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: routes_health.ApiMetrics) -> None:
         self.app, self.metrics = app, metrics
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         status = 500
 
-        async def send_and_note(message) -> None:
+        async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -88,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
 
     @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request: Request, err: BodyTooLarge):
+    async def body_too_large(request: Request, err: BodyTooLarge) -> JSONResponse:
         return problems.problem_response(413, str(err), instance=request.url.path)
 
     # Outermost: a body over the limit is refused before anything reads it.

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.inputs import InputError
 from service.problems import ProblemError, problem_response
@@ -41,16 +42,17 @@ class BodyLimit:
     """ASGI middleware: 413 for a body over ``max_bytes``, from ``Content-Length`` before any of it
     is read, or as soon as a streamed body (no ``Content-Length``) passes it."""
 
-    def __init__(self, app, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     def _detail(self) -> str:
         return (f"the request body is larger than max_body_bytes={self.max_bytes} "
                 "(NOWCAST_LIMITS__MAX_BODY_BYTES); send base64 frames, or cut the input to the model grid")
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         length = dict(scope.get("headers") or []).get(b"content-length")
         try:
             declared = int(length) if length is not None else None
@@ -58,10 +60,11 @@ class BodyLimit:
             declared = None
         if declared is not None and declared > self.max_bytes:
             response = problem_response(413, self._detail(), instance=scope.get("path"))
-            return await response(scope, receive, send)
+            await response(scope, receive, send)
+            return
         seen = 0
 
-        async def limited_receive():
+        async def limited_receive() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from service.inputs import InputError
 
@@ -101,6 +102,16 @@ def _issues(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app's OpenAPI schema documents at the request's path."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        if regex.match(request.url.path):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` with a problem."""
 
@@ -111,8 +122,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return problem_response(err.status_code, str(err.detail), instance=request.url.path,
-                                headers=dict(err.headers or {}))
+        headers = dict(err.headers or {})
+        if err.status_code == 405:  # Starlette names one route's methods; the path may have several
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(err.status_code, str(err.detail), instance=request.url.path, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:

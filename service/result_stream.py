@@ -80,8 +80,8 @@ def json_chunks(job_id: str, result: dict[str, Any], *, members: bool, encoding:
     """
     if encoding not in ("base64", "list"):
         raise ValueError(f"unknown encoding {encoding!r}; valid encodings: ['base64', 'list']")
-    head = ('{"id":' + json.dumps(job_id) + ',"metadata":'
-            + json.dumps(metadata(result).model_dump(mode="json"), allow_nan=False)).encode()
+    # pydantic writes a non-finite float as null: strict JSON whatever the metadata holds
+    head = ('{"id":' + json.dumps(job_id) + ',"metadata":' + metadata(result).model_dump_json()).encode()
     encode = _base64 if encoding == "base64" else _lists
 
     def chunks() -> Iterator[bytes]:

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from service import maps, render, scales
 from service.deps import RedisDep, SettingsDep
-from service.routes_nowcasts import done_result
+from service.routes_nowcasts import RESULT_RESPONSES, JobId, done_result
 
 router = APIRouter(prefix="/v1/nowcasts", tags=["maps"])
 
@@ -37,8 +37,8 @@ async def _loaded(request: Request, redis, settings, job_id: str):
     return item
 
 
-@router.get("/{job_id}/map", responses={409: {"description": "not done"}})
-async def get_nowcast_map(job_id: str, request: Request, redis: RedisDep,
+@router.get("/{job_id}/map", responses=RESULT_RESPONSES)
+async def get_nowcast_map(job_id: JobId, request: Request, redis: RedisDep,
                           settings: SettingsDep) -> dict[str, Any]:
     """Bounds, times, products and legends of a finished nowcast's map layers."""
     result, grid, layout = await _loaded(request, redis, settings, job_id)
@@ -61,9 +61,9 @@ async def get_nowcast_map(job_id: str, request: Request, redis: RedisDep,
 
 
 @router.get("/{job_id}/overlay", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, 409: {"description": "not done"}})
+            responses={200: {"content": {"image/png": {}}}, **RESULT_RESPONSES})
 async def get_nowcast_overlay(
-    job_id: str, request: Request, redis: RedisDep, settings: SettingsDep,
+    job_id: JobId, request: Request, redis: RedisDep, settings: SettingsDep,
     product: Annotated[Product, Query(description="mean, p10, p50, p90, probability or observed")] = "mean",
     lead: Annotated[int | None, Query(description="lead time in minutes (default: the first)")] = None,
     threshold: Annotated[float, Query(description="mm/h, for product=probability")] = 1.0,
@@ -83,9 +83,9 @@ async def get_nowcast_overlay(
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/{job_id}/point", responses={409: {"description": "not done"}, 422: {"description": "outside"}})
+@router.get("/{job_id}/point", responses=RESULT_RESPONSES)
 async def get_nowcast_point(
-    job_id: str, request: Request, redis: RedisDep, settings: SettingsDep,
+    job_id: JobId, request: Request, redis: RedisDep, settings: SettingsDep,
     lat: Annotated[float | None, Query(ge=-90, le=90)] = None,
     lon: Annotated[float | None, Query(ge=-360, le=360)] = None,
     row: Annotated[int | None, Query(ge=0)] = None,

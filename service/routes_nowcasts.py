@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from service import bounds, jobs, render, result_stream, scales
 from service.contract import JobRequest
@@ -103,7 +104,7 @@ def _validation_error(err: ValidationError, where: str) -> RequestValidationErro
     return RequestValidationError([{**e, "loc": (where, *e["loc"])} for e in errors])
 
 
-def _times(timestamps, settings: Settings) -> list[dt.datetime]:
+def _times(timestamps: list[dt.datetime], settings: Settings) -> list[dt.datetime]:
     limits = settings.limits
     return bounds.check_times(timestamps, now=dt.datetime.now(dt.timezone.utc),
                               max_past_hours=limits.max_past_hours, max_future_hours=limits.max_future_hours)
@@ -332,7 +333,7 @@ async def get_nowcast(job_id: JobId, request: Request, redis: RedisDep, settings
     return _etagged(body, if_none_match)
 
 
-async def done_blob(redis, settings, job_id: str) -> bytes:
+async def done_blob(redis: Redis, settings: Settings, job_id: str) -> bytes:
     """The stored result of a finished job; 404 unknown or expired, 409 (``job_status``) not done."""
     job = await _job_or_404(redis, settings, job_id)
     status = job.get("status")
@@ -345,7 +346,8 @@ async def done_blob(redis, settings, job_id: str) -> bytes:
     return blob
 
 
-async def done_result(redis, settings, job_id: str, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+async def done_result(redis: Redis, settings: Settings, job_id: str,
+                      names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The decoded result of a finished job (the arrays ``names``, default all), as :func:`done_blob`."""
     return await run_in_threadpool(jobs.decode_result, await done_blob(redis, settings, job_id), names)
 

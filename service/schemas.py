@@ -24,6 +24,8 @@ MAX_THRESHOLDS = 16
 MAX_THRESHOLD_MM_H = 1000.0  # a rain rate no radar measures; thresholds above it are typos
 MAX_GRID_SPACING_KM = 100.0
 Threshold = Annotated[float, Field(ge=0.0, le=MAX_THRESHOLD_MM_H)]
+MAX_COORDINATE = 1e8  # metres (or degrees): beyond any radar grid
+Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
 
 
 class Array(BaseModel):
@@ -114,18 +116,20 @@ class NowcastOptions(BaseModel):
 class GridSpec(BaseModel):
     """Where the cells are: a CRS and either the cell-centre coordinates or the first cell's
     centre and the spacing (``x_j = x0 + j dx``, ``y_i = y0 + i dy``; north-up grids have dy < 0).
-    Coordinates are in the CRS's units: metres for projected CRSs, degrees for lat/lon."""
+    Coordinates are in the CRS's units: metres for projected CRSs, degrees for lat/lon; finite,
+    within +-1e8 (no radar grid reaches further)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     crs: str = Field(max_length=8000, description="EPSG code ('EPSG:3067'), WKT or proj4 string",
                      examples=["EPSG:3067"])
-    x: list[float] | None = Field(None, description="(W,) cell-centre x coordinates")
-    y: list[float] | None = Field(None, description="(H,) cell-centre y coordinates, row 0 first")
-    x0: float | None = Field(None, description="x of the centre of column 0")
-    y0: float | None = Field(None, description="y of the centre of row 0")
-    dx: float | None = Field(None, description="x step per column")
-    dy: float | None = Field(None, description="y step per row (negative when row 0 is the northernmost)")
+    x: list[Coordinate] | None = Field(None, description="(W,) cell-centre x coordinates")
+    y: list[Coordinate] | None = Field(None, description="(H,) cell-centre y coordinates, row 0 first")
+    x0: Coordinate | None = Field(None, description="x of the centre of column 0")
+    y0: Coordinate | None = Field(None, description="y of the centre of row 0")
+    dx: Coordinate | None = Field(None, description="x step per column")
+    dy: Coordinate | None = Field(None, description="y step per row (negative when row 0 is the "
+                                  "northernmost)")
 
     def coordinates(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(y (H,), x (W,)) for a grid of ``shape``; ``ValueError`` naming what is missing or wrong."""

@@ -157,7 +157,7 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
             [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host", host,
              "--port", str(port)], env=env, start_new_session=True))
         metrics_port = int(env.get("NOWCAST_WORKER__METRICS_PORT", WORKER_METRICS_PORT))
-        def start_worker(worker_env: dict[str, str]) -> Callable[[], subprocess.Popen]:
+        def start_worker(worker_env: dict[str, str]) -> Callable[[], subprocess.Popen[bytes]]:
             return lambda: subprocess.Popen(command, env=worker_env, start_new_session=True)
 
         for i in range(workers):  # one Prometheus port per worker: 9101, 9102, ...

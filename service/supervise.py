@@ -23,8 +23,8 @@ class Child:
     """One supervised process and its restart record."""
 
     name: str
-    start: Callable[[], subprocess.Popen]
-    process: subprocess.Popen
+    start: Callable[[], subprocess.Popen[bytes]]
+    process: subprocess.Popen[bytes]
     started: float
     restarts: int = 0  # restarts so far
     failures: int = 0  # exits in a row, each within stable_seconds of its start
@@ -51,7 +51,7 @@ class Supervisor:
         self.stable_seconds, self.clock = stable_seconds, clock
         self.children: list[Child] = []
 
-    def add(self, name: str, start: Callable[[], subprocess.Popen]) -> Child:
+    def add(self, name: str, start: Callable[[], subprocess.Popen[bytes]]) -> Child:
         """Start ``start()`` now and keep it running under ``name``."""
         child = Child(name=name, start=start, process=start(), started=self.clock())
         self.children.append(child)
@@ -59,7 +59,7 @@ class Supervisor:
 
     def backoff(self, failures: int) -> float:
         """Seconds before the restart after ``failures`` quick exits in a row (1, 2, 4, ... capped)."""
-        return min(self.max_backoff, self.initial_backoff * 2 ** max(0, failures - 1))
+        return float(min(self.max_backoff, self.initial_backoff * 2 ** max(0, failures - 1)))
 
     def poll(self) -> None:
         """Notice exited children and restart those whose back-off has run out (call it often)."""
@@ -81,6 +81,6 @@ class Supervisor:
                 child.restarts += 1
                 log.info("%s restarted (pid %d, restart %d)", child.name, child.process.pid, child.restarts)
 
-    def processes(self) -> list[tuple[str, subprocess.Popen]]:
+    def processes(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
         """(name, process) of every child, in start order."""
         return [(child.name, child.process) for child in self.children]

@@ -33,9 +33,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import redis
@@ -55,6 +56,7 @@ from service.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 1000  # how long an idle worker blocks on the stream before re-checking its stop flag
+T = TypeVar("T")
 SWEEP_SECONDS = 60.0  # how often a worker removes dead consumers from the group
 WRITE_RETRY_LEASES, WRITE_RETRY_SECONDS = 4, 0.25  # how long and how often to retry a write Redis missed
 
@@ -305,7 +307,7 @@ class Worker:
         log.info("job %s: done in %.2f s after submission (%d kB)", job.claim.job_id, latency,
                  len(blob) // 1024)
 
-    def _until_redis_answers(self, claim: jobs.Claim, write):
+    def _until_redis_answers(self, claim: jobs.Claim, write: Callable[[], T]) -> T:
         """``write()`` (a fenced write of ``claim``'s outcome), retried while Redis is unreachable
         for up to ``WRITE_RETRY_LEASES`` leases: a result sampled during a Redis outage is stored
         when Redis is back, unless another worker has taken the job over meanwhile (LeaseLost)."""

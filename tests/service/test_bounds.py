@@ -134,7 +134,8 @@ def netcdf(path, *, side: tuple[int, int] = (SIDE, SIDE), times: int = T_IN, dty
             var = ds.createVariable("reflectivity", dtype, ("time", "y", "x"), **kwargs)
         var.units = units
         if write:
-            var[:] = np.full((times, *side), "heavy", object) if dtype is str else np.full((times, *side), 20.0)
+            fill = "heavy" if dtype is str else 20.0
+            var[:] = np.full((times, *side), fill, object if dtype is str else np.float32)
     return path.read_bytes()
 
 
@@ -273,3 +274,10 @@ def test_a_job_whose_result_would_be_too_large_is_refused(redis, redis_url):
         assert client.post("/v1/nowcasts", json=payload(thresholds=[0.1, 1, 5])).status_code == 202
         assert_problem(client.post("/v1/nowcasts", json=payload(thresholds=[0.1, 1, 5, 10])), 422,
                        "max_result_bytes", "NOWCAST_LIMITS__MAX_RESULT_BYTES")
+
+
+def test_a_405_lists_every_method_of_the_path(client):
+    refused = assert_problem(client.request("OPTIONS", "/v1/nowcasts"), 405)
+    assert refused["status"] == 405
+    allow = client.request("PUT", "/v1/nowcasts").headers["allow"]
+    assert {"GET", "POST"} <= {m.strip() for m in allow.split(",")}
