@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.blocks import group_norm, in_place
 from model.config import VAEConfig
 
 
@@ -23,7 +24,8 @@ class ConvSC(nn.Module):
         self.norm = nn.GroupNorm(2, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.norm(self.conv(x)), 0.2)
+        h = group_norm(self.conv(x), self.norm)
+        return F.leaky_relu(h, 0.2, inplace=in_place(h))
 
 
 def strides(num_layers: int) -> list[int]:
