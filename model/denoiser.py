@@ -52,7 +52,6 @@ class Prepared:
     temporal shifts; ``step_emb``: (B, time_dim) step embedding or None.
     """
 
-    frames: int
     terms: list[tuple[torch.Tensor, torch.Tensor] | None]
     inputs: list[torch.Tensor | None] | None
     step_emb: torch.Tensor | None
@@ -236,7 +235,7 @@ class Denoiser(nn.Module):
         embedding.
         """
         b, frames, c, h, w = like.shape
-        flat = like.reshape(b * frames, c, h, w)
+        flat = like.reshape(b * frames, c, h, w)  # only its shape, dtype and device are used
         pyramid = self.condition_pyramid(cond, flat, null)
         first_extra = self.extra_condition(extra, flat, cond, null)
         inputs: list[torch.Tensor | None] = []
@@ -248,13 +247,10 @@ class Denoiser(nn.Module):
                 parts.append(channels_last(first_extra))
             inputs.append(torch.cat(parts, dim=1) if parts else None)
         if self.shift:  # the shifts mix condition and x channels: keep the concatenation
-            terms: list = [None] * len(inputs)
-            full = [torch.zeros_like(channels_last(flat)) if x is None and i == 0 else x
-                    for i, x in enumerate(inputs)]
-            return Prepared(frames, terms, full, self._step_embedding(step))
+            return Prepared([None] * len(inputs), inputs, self._step_embedding(step))
         terms = [None if x is None else cast("DownLevel", level).res1.constant_terms(x)
                  for level, x in zip(self.down, inputs, strict=True)]
-        return Prepared(frames, terms, None, self._step_embedding(step))
+        return Prepared(terms, None, self._step_embedding(step))
 
     def _step_embedding(self, step: torch.Tensor | None) -> torch.Tensor | None:
         return None if self.step_embed is None or step is None else self.step_embed(step)
@@ -282,7 +278,7 @@ class Denoiser(nn.Module):
         return self.run(x, t, self.prepare(cond, x, null=null, extra=extra, step=step))
 
     def run(self, x: torch.Tensor, t: torch.Tensor, prepared: Prepared) -> torch.Tensor:
-        """Predict v from x (B, T, C, h, w) at steps t (B,) under a :meth:`prepare` d condition.
+        """Predict v from x (B, T, C, h, w) at steps t (B,) under a condition from :meth:`prepare`.
 
         Returns (B, T, C, h, w) in the channels-last frame layout of :func:`channels_last_frames`
         (a view of (B*T, C, h, w) channels-last), whatever the layout of ``x``.
