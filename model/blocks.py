@@ -131,7 +131,10 @@ class ResBlock(nn.Module):
         if split:
             cx = x.shape[1]
             h = F.conv2d(x, self.conv1.weight[:, :cx], self.conv1.bias, padding=1)
-            skip = F.conv2d(x, self.skip.weight[:, :cx], self.skip.bias)  # type: ignore[union-attr]
+            conv = self.skip
+            if not isinstance(conv, nn.Conv2d):
+                raise ValueError("a ResBlock without a skip convolution takes no constant input")
+            skip = F.conv2d(x, conv.weight[:, :cx], conv.bias)
             if const is not None:
                 h, skip = h + const[0], skip + const[1]
         else:
