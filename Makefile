@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 EVENT ?= ../shared/radar/events/fmi_20160928.nc
 EVENTS ?= ../shared/radar/events
 
-.PHONY: install demo serve submit evaluate test lint bench bench-service train train-gpu clean
+.PHONY: install demo serve submit evaluate test lint bench bench-gpu bench-service train train-gpu clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[eval]"
 	$(VENV)/bin/nowcast bench
+
+# On a CUDA machine: s/ensemble (small, paper; float32, bfloat16, CUDA graphs), worker jobs/s at
+# batch 1/4/16 and peak memory, to out/bench_gpu.json (verification/bench_gpu.py; --dry-run on a CPU).
+bench-gpu: $(STAMP)
+	$(PY) -m verification.bench_gpu --out out/bench_gpu.json
 
 # The whole service on loopback at 1, 4 and 16 concurrent clients: req/s, p50/p99, overhead ratio.
 bench-service: $(STAMP)

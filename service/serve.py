@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from model.allocator import MALLOC_ENV
+
 log = logging.getLogger("nowcast.serve")
 
 DEFAULT_DATA_DIR = Path("runs/redis")
@@ -133,7 +135,9 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
         children.append(("api", api))
         metrics_port = int(env.get("NOWCAST_WORKER__METRICS_PORT", WORKER_METRICS_PORT))
         for i in range(workers):  # one Prometheus port per worker: 9101, 9102, ...
-            worker_env = {**env, "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
+            # glibc keeps freed buffers (model.allocator); a variable already set wins
+            worker_env = {**MALLOC_ENV, **env,
+                          "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
             children.append((f"worker-{i}", subprocess.Popen([sys.executable, "-m", "service.worker"],
                                                              env=worker_env, start_new_session=True)))
         base = f"http://{host}:{port}"

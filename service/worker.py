@@ -348,9 +348,12 @@ def main() -> None:
     """``python -m service.worker``: serve until SIGTERM or SIGINT."""
     from prometheus_client import start_http_server
 
+    from model.allocator import keep_freed_memory
+
     settings = get_settings()
     logging.basicConfig(level=settings.worker.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # before the model's first buffers: they stay in the process (issue 14)
     worker = Worker(settings)
     if settings.worker.metrics_port:
         start_http_server(settings.worker.metrics_port, registry=worker.metrics.registry)
