@@ -11,6 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/cache \
     NOWCAST_MODEL__CHECKPOINT=/app/checkpoints/default
+# glibc keeps freed buffers instead of faulting them in again at every forward pass
+# (model/allocator.py; the worker also sets them itself at start-up)
+ENV MALLOC_MMAP_MAX_=0 \
+    MALLOC_TRIM_THRESHOLD_=68719476736 \
+    MALLOC_TOP_PAD_=1073741824
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

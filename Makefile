@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 EVENT ?= ../shared/radar/events/fmi_20160928.nc
 EVENTS ?= ../shared/radar/events
 
-.PHONY: install demo serve submit evaluate test lint fuzz bench bench-service train train-gpu clean
+.PHONY: install demo serve submit evaluate test lint fuzz bench bench-gpu bench-service train train-gpu pack clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[eval]"
 	$(VENV)/bin/nowcast bench
 
+# On a CUDA machine: s/ensemble (small, paper; float32, bfloat16, CUDA graphs), worker jobs/s at
+# batch 1/4/16 and peak memory, to out/bench_gpu.json (verification/bench_gpu.py; --dry-run on a CPU).
+bench-gpu: $(STAMP)
+	$(PY) -m verification.bench_gpu --out out/bench_gpu.json
+
 # The whole service on loopback at 1, 4 and 16 concurrent clients: req/s, p50/p99, overhead ratio.
 bench-service: $(STAMP)
 	$(VENV)/bin/nowcast bench-service
@@ -61,13 +66,23 @@ MINUTES ?= 55
 train: $(STAMP)
 	$(PY) -m training.recipe --name default --data $(EVENTS) --minutes $(MINUTES) --out runs/default-final
 
-# The same recipe on a CUDA GPU, for one lent device session: bf16, 64 windows per step, more steps;
-# the checkpoint (< 16 MB) and its logs land in OUT (default runs/gpu-final, $$OUT on a device machine).
+# The same recipe on a CUDA GPU, for one lent device session (bf16, 64 windows per step, more
+# steps). A device machine reaches no registry and has no pysteps or netCDF4, so first, here:
+#   make pack            # the events packed (4.7 MB) and the windows' motion fields in data/packed
+# then run on the device, carrying data/packed (its python3 holds PyTorch; no venv there):
+#   make train-gpu GPU_PY=python3 OUT=$$OUT/checkpoint
+# and score the checkpoint here: python -m training.scorecard --checkpoint runs/gpu-final ...
 OUT ?= runs/gpu-final
 GPU_MINUTES ?= 8
-train-gpu: $(STAMP)
-	$(PY) -m training.recipe --name gpu --data $(EVENTS) --device cuda --batch-size 64 \
-		--minutes $(GPU_MINUTES) --vae-steps 3000 --steps 12000 --lr 5e-4 --out $(OUT)
+GPU_PY ?= $(PY)
+train-gpu:
+	PYTHONPATH=. $(GPU_PY) -m training.recipe --name gpu --data data/packed --motion-cache data/packed/motion \
+		--device cuda --batch-size 64 --minutes $(GPU_MINUTES) --vae-steps 3000 --steps 12000 --lr 5e-4 \
+		--no-scorecard --out $(OUT)
+
+pack: $(STAMP)
+	$(PY) -m radar.pack --data $(EVENTS) --out data/packed
+	$(PY) -m training.motion --data data/packed --cache data/packed/motion
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

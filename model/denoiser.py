@@ -5,10 +5,16 @@ the condition mu (B, T, C, h, w) is the translator's mean; the output is the v-p
 Options (docs/OPTIONS.md, all off by default): temporal shifts around every ResBlock, a
 second spatial attention per level ("sts"), a relative-position bias in temporal attention,
 and ``extra`` condition channels (B, E, h, w) concatenated at the input for every frame.
+
+Speed (issue 14): what depends only on the condition (the condition pyramid, its share of the
+first convolution of every down level, the step embedding) is computed once per request by
+:meth:`Denoiser.prepare`, and each sampling step runs :meth:`Denoiser.run` on it;
+``denoiser(x, t, cond)`` does both. Activations are channels-last inside the network.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -24,6 +30,31 @@ from model.blocks import (
 )
 from model.config import DenoiserConfig, OptionsConfig
 from model.spacetime import temporal_shift
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in channels-last memory (a no-op when it already is)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def channels_last_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) stored as channels-last frames, the layout :meth:`Denoiser.run` returns."""
+    b, t, c, h, w = x.shape
+    return channels_last(x.reshape(b * t, c, h, w)).reshape(b, t, c, h, w)
+
+
+@dataclass
+class Prepared:
+    """The condition of a request as the denoiser uses it at every step (:meth:`Denoiser.prepare`).
+
+    ``terms[n]``: the two constant terms of down level n's first ResBlock (None: a zero
+    condition); ``inputs[n]``: instead, the condition input (B*T, E_n, h_n, w_n) itself, for
+    temporal shifts; ``step_emb``: (B, time_dim) step embedding or None.
+    """
+
+    terms: list[tuple[torch.Tensor, torch.Tensor] | None]
+    inputs: list[torch.Tensor | None] | None
+    step_emb: torch.Tensor | None
 
 
 def spatial_attention(dim: int, patch: int | None, config: DenoiserConfig) -> nn.Module:
@@ -160,7 +191,7 @@ class Denoiser(nn.Module):
         n, c, h, w = like.shape
         keep = None if null is None else (~null).to(cond.dtype).repeat_interleave(n // null.shape[0])
         pyramid = []
-        level = cond.reshape(n, c, h, w)
+        level = channels_last(cond.reshape(n, c, h, w))
         for i in range(levels):
             pyramid.append(level if keep is None else level * keep[:, None, None, None])
             if i < levels - 1:
@@ -186,6 +217,44 @@ class Denoiser(nn.Module):
             return block(x, temb)
         return temporal_shift(block(temporal_shift(x, frames), temb), frames)
 
+    def prepare(self, cond: torch.Tensor | None, like: torch.Tensor, *, null: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None, step: torch.Tensor | None = None) -> Prepared:
+        """What the network computes from its condition alone, once per request.
+
+        Parameters
+        ----------
+        cond : (B, T, C, h, w) translator mean, or None for the null condition (zeros).
+        like : (B, T, C, h, w) a tensor of the shape, dtype and device of the noisy latents.
+        null, extra, step : as in :meth:`forward`.
+
+        Returns
+        -------
+        Prepared: per down level, the condition input of its first ResBlock (the condition at
+        that scale, then at level 0 the extra channels) as that block's constant terms, or as
+        the tensor itself when temporal shifts (which mix it with x) are on; and the step
+        embedding.
+        """
+        b, frames, c, h, w = like.shape
+        flat = like.reshape(b * frames, c, h, w)  # only its shape, dtype and device are used
+        pyramid = self.condition_pyramid(cond, flat, null)
+        first_extra = self.extra_condition(extra, flat, cond, null)
+        inputs: list[torch.Tensor | None] = []
+        for i, level_cond in enumerate(pyramid):
+            parts = [] if level_cond is None else [level_cond]
+            if i == 0 and first_extra is not None:
+                if level_cond is None:  # the extra channels sit after the (zero) condition
+                    parts.append(torch.zeros_like(flat))
+                parts.append(channels_last(first_extra))
+            inputs.append(torch.cat(parts, dim=1) if parts else None)
+        if self.shift:  # the shifts mix condition and x channels: keep the concatenation
+            return Prepared([None] * len(inputs), inputs, self._step_embedding(step))
+        terms = [None if x is None else cast("DownLevel", level).res1.constant_terms(x)
+                 for level, x in zip(self.down, inputs, strict=True)]
+        return Prepared(terms, None, self._step_embedding(step))
+
+    def _step_embedding(self, step: torch.Tensor | None) -> torch.Tensor | None:
+        return None if self.step_embed is None or step is None else self.step_embed(step)
+
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, *,
                 null: torch.Tensor | None = None, extra: torch.Tensor | None = None,
                 step: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,21 +275,29 @@ class Denoiser(nn.Module):
         -------
         (B, T, C, h, w) v-prediction.
         """
+        return self.run(x, t, self.prepare(cond, x, null=null, extra=extra, step=step))
+
+    def run(self, x: torch.Tensor, t: torch.Tensor, prepared: Prepared) -> torch.Tensor:
+        """Predict v from x (B, T, C, h, w) at steps t (B,) under a condition from :meth:`prepare`.
+
+        Returns (B, T, C, h, w) in the channels-last frame layout of :func:`channels_last_frames`
+        (a view of (B*T, C, h, w) channels-last), whatever the layout of ``x``.
+        """
         b, frames, c, h, w = x.shape
         temb = self.time_embed(t)
-        if self.step_embed is not None and step is not None:
-            temb = temb + self.step_embed(step)
+        if prepared.step_emb is not None:
+            temb = temb + prepared.step_emb
         temb = temb.repeat_interleave(frames, dim=0)  # (B*T, time_dim)
-        out = x.reshape(b * frames, c, h, w)
-        conds = self.condition_pyramid(cond, out, null)
-        first_extra = self.extra_condition(extra, out, cond, null)
+        out = channels_last(x.reshape(b * frames, c, h, w))
         skips = []
-        for level, level_cond in zip(cast("list[DownLevel]", self.down), conds, strict=True):
-            if level_cond is None:
-                level_cond = torch.zeros_like(out)
-            inputs = (out, level_cond) if first_extra is None else (out, level_cond, first_extra)
-            first_extra = None  # level 0 only
-            out = self.res(level.res1, torch.cat(inputs, dim=1), temb, frames)
+        for i, level in enumerate(cast("list[DownLevel]", self.down)):
+            if prepared.inputs is not None:  # temporal shifts: the concatenation itself
+                const = prepared.inputs[i]
+                if const is None:
+                    const = torch.zeros_like(out)
+                out = self.res(level.res1, torch.cat((out, const), dim=1), temb, frames)
+            else:  # x alone, plus the condition's precomputed terms
+                out = level.res1(out, temb, const=prepared.terms[i])
             out = level.spatial_attn(out)
             spatial_skip = out
             out = self.res(level.res2, out, None, frames)
@@ -248,4 +325,4 @@ class Denoiser(nn.Module):
             out = self.res(up.res1, torch.cat((out, temporal_skip), dim=1), temb, frames)
             out = up.spatial_attn(out)
             out = self.res(up.res2, torch.cat((out, spatial_skip), dim=1), temb, frames)
-        return out.reshape(b, frames, -1, h, w)
+        return channels_last(out).reshape(b, frames, -1, h, w)

@@ -47,6 +47,7 @@ class DDIMScheduler:
         self.sqrt_1ma = (1 - a64).sqrt().float()
         self.sqrt_recip_a = (1 / a64).sqrt().float()
         self.sqrt_recipm1_a = (1 / a64 - 1).sqrt().float()
+        self._on_device: dict[torch.device, dict[int, torch.Tensor]] = {}
 
     def timesteps(self, num_steps: int) -> list[tuple[int, int]]:
         """Pairs (t, t_prev) of the DDIM grid, t_prev = -1 meaning "return x0".
@@ -60,8 +61,17 @@ class DDIMScheduler:
         grid = [math.trunc(-1 + k * span) for k in range(num_steps + 1)][::-1]
         return list(zip(grid[:-1], grid[1:], strict=True))
 
+    def _table(self, table: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``table`` on ``device``, copied there once (the scheduler is not a module)."""
+        if device.type == "cpu":
+            return table
+        cache = self._on_device.setdefault(device, {})
+        if id(table) not in cache:
+            cache[id(table)] = table.to(device)
+        return cache[id(table)]
+
     def _at(self, table: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        values = table.to(like.device)[t.to(like.device)]
+        values = self._table(table, like.device)[t.to(like.device)]
         return values.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -81,7 +91,22 @@ class DDIMScheduler:
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) weights gamma(t) = SNR / (SNR + 1) = alpha_bar_t of the v-loss."""
-        return self.alphas_cumprod.to(t.device)[t]
+        return self._table(self.alphas_cumprod, t.device)[t]
+
+    def step_coefficients(self, t: int, t_prev: int) -> tuple[float, float]:
+        """(a, b) such that the eta = 0 :meth:`step` from t to t_prev is ``a * sample + b * v``.
+
+        With x0 = sqrt(a_t) x_t - sqrt(1 - a_t) v and eps = sqrt(1 - a_t) x_t + sqrt(a_t) v,
+        x_{t_prev} = sqrt(a') x0 + sqrt(1 - a') eps, a' = alpha_bar_{t_prev}; for t_prev < 0
+        the step returns x0. Computed in float64 from the float32 tables, so a sampler can fuse
+        the step (and the guidance) into two passes over the latents without a table lookup.
+        """
+        sqrt_a, sqrt_1ma = float(self.sqrt_a[t]), float(self.sqrt_1ma[t])
+        if t_prev < 0:
+            return sqrt_a, -sqrt_1ma
+        a_prev = float(self.alphas_cumprod[t_prev])
+        root, root_1m = math.sqrt(a_prev), math.sqrt(1 - a_prev)
+        return root * sqrt_a + root_1m * sqrt_1ma, root_1m * sqrt_a - root * sqrt_1ma
 
     def step(self, v: torch.Tensor, t: int, t_prev: int, sample: torch.Tensor, *,
              eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.blocks import group_norm, in_place
 from model.config import VAEConfig
 
 
 class ConvSC(nn.Module):
-    """3x3 conv (transposed when upsampling) -> GroupNorm(2) -> LeakyReLU(0.2)."""
+    """3x3 conv (transposed when upsampling) -> GroupNorm(2) (unless ``norm=False``) -> LeakyReLU(0.2)."""
 
     def __init__(self, dim_in: int, dim_out: int, *, stride: int, transpose: bool = False,
                  norm: bool = True) -> None:
@@ -24,7 +25,10 @@ class ConvSC(nn.Module):
         self.norm = nn.GroupNorm(2, dim_out) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.norm(self.conv(x)), 0.2)
+        h = self.conv(x)
+        if isinstance(self.norm, nn.GroupNorm):  # vae.norm="none" (the small preset) has none
+            h = group_norm(h, self.norm)
+        return F.leaky_relu(h, 0.2, inplace=in_place(h))
 
 
 def strides(num_layers: int) -> list[int]:

@@ -123,10 +123,15 @@ def network_of(source: str) -> str:
 
 
 def read_header(path: str | Path) -> EventHeader:
-    """Read a file's quantity, native step and cell size without loading its arrays."""
+    """Read a file's quantity, native step and cell size without loading its arrays (a netCDF
+    event file, or one packed by :mod:`radar.pack`)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        from radar.pack import read_packed_header
+
+        return read_packed_header(path)
     import xarray as xr  # deferred: keeps `import training` light
 
-    path = Path(path)
     with xr.open_dataset(path, engine="netcdf4") as ds:
         quantity = next((q for q in QUANTITIES if q in ds.data_vars), None)
         if quantity is None:
@@ -225,6 +230,10 @@ def load_event(header: EventHeader, *, cell_km: float, transform: PixelTransform
         ``pixels``/``valid`` (T, H // coarsen, W // coarsen); NaN became ``valid=False`` and
         pixel 0.
     """
+    if header.path.suffix == ".npz":
+        from radar.pack import load_packed
+
+        return load_packed(header, cell_km=cell_km, transform=transform)
     coarsen = coarsen_factor(header.native_km, cell_km, source=header.source)
     seq = read_event(header.path, quantity=header.quantity)
     times = seq.times

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from model.allocator import MALLOC_ENV
 from service.secrets import SecretFilter, install_filter, mask_url
 from service.supervise import Supervisor
 
@@ -161,7 +162,9 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
             return lambda: subprocess.Popen(command, env=worker_env, start_new_session=True)
 
         for i in range(workers):  # one Prometheus port per worker: 9101, 9102, ...
-            worker_env = {**env, "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
+            # glibc keeps freed buffers (model.allocator); a variable already set wins
+            worker_env = {**MALLOC_ENV, **env,
+                          "NOWCAST_WORKER__METRICS_PORT": str(metrics_port + i if metrics_port else 0)}
             supervisor.add(f"worker-{i}", start_worker(worker_env))
         base = f"http://{host}:{port}"
         wait_until(lambda: http_answers(f"{base}/livez"), what="the API", timeout=60, process=api.process)

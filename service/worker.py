@@ -420,10 +420,13 @@ def main(*, nowcaster: Nowcaster | None = None) -> None:
     """
     from prometheus_client import start_http_server
 
+    from model.allocator import keep_freed_memory
+
     settings = get_settings()
     logging.basicConfig(level=settings.worker.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_secret_filter(settings)
+    keep_freed_memory()  # before the model's first buffers: they stay in the process (issue 14)
     worker = Worker(settings, nowcaster=nowcaster)
     if settings.worker.metrics_port:
         start_http_server(settings.worker.metrics_port, addr=settings.worker.metrics_host,

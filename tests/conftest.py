@@ -69,3 +69,12 @@ def official_keys_tsv() -> Path:
     if not OFFICIAL_KEYS_TSV.is_file():
         pytest.skip(f"official key listing not found at {OFFICIAL_KEYS_TSV}")
     return OFFICIAL_KEYS_TSV
+
+
+@pytest.fixture
+def write_event():
+    """``write_event(path, values, *, unit, step_minutes, start, times, spacing_m, spacing_deg)``:
+    a tiny CF-netCDF event in the shared events' format (``tests/events.py``)."""
+    from tests.events import write_event as write
+
+    return write

@@ -44,6 +44,7 @@ HELP = {
     "balance": "draw training windows so that every (network, step) has the same share",
     "motion_kmh": "with augment, add a random uniform motion of up to this speed (km/h) to each "
                   "training window, cut along the moving frame (0: off)",
+    "motion_cache": "folder of the motion fields of advection='dense' windows (computed once, reused)",
     "advection": "dense: train in the frame moving with each window's motion field, as "
                  "forecast(advection='dense') forecasts; bulk: with its bulk motion; none: on the "
                  "ground, as the paper",
@@ -98,6 +99,7 @@ class TrainConfig:
     balance: bool = True
     motion_kmh: float = 0.0
     advection: str = "none"
+    motion_cache: str = "runs/cache/motion"
     strategy: str = "end_to_end"
     pixel_frames: int = 0
     steps: int = 1500

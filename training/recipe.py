@@ -15,8 +15,10 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
 The steps of each stage are set by ``--vae-steps`` and ``--steps``; the budget only stops a
 stage that runs late, validating and saving as it stops (``--max-minutes``). With ``--device
 cuda`` it trains under bf16 autocast (``nowcast train``'s default there) with ``--batch-size``
-windows per step. Every stage's command is
-logged and recorded in the checkpoints' manifests, so the card lists the stages.
+windows per step. Every stage's command is logged and recorded in the checkpoints' manifests,
+so the card lists the stages. With ``--no-scorecard`` the best checkpoint is copied to ``--out``
+unscored, to be scored where pysteps is installed (a lent GPU machine has none:
+``make train-gpu``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
     """The ``nowcast train`` arguments of the two training stages."""
     common = ["--size", str(args.size), "--stride", str(args.size // 2), "--batch-size", str(args.batch_size),
               "--device", args.device, "--threads", str(args.threads), "--seed", str(args.seed),
-              "--data", *map(str, args.data)]
+              "--motion-cache", str(args.motion_cache), "--data", *map(str, args.data)]
     vae = ["--name", f"{args.name}-vae", "--strategy", "vae", "--options", "intensity_loss=true",
            "--steps", str(args.vae_steps), "--warmup-steps", str(max(1, args.vae_steps // 20)),
            "--lr", "1e-3", "--eval-every", str(max(1, args.vae_steps // 4)), "--val-members", "0",
@@ -60,8 +62,13 @@ def run(args: argparse.Namespace) -> Path:
         if train_main(argv) != 0:
             raise RuntimeError(f"stage {stage} failed")
     best = Path("runs") / f"{args.name}-main" / "best"
+    if args.no_scorecard:  # e.g. on a GPU machine without pysteps: score it where pysteps is
+        shutil.copytree(best, args.out, dirs_exist_ok=True)
+        shutil.copy(Path("runs") / f"{args.name}-main" / "log.jsonl", Path(args.out) / "train_log.jsonl")
+        return Path(args.out)
     card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
-            "--motion-spread", *[str(v) for v in args.motion_spread], "--threads", str(args.threads)]
+            "--steps", str(args.ddim_steps), "--motion-spread", *[str(v) for v in args.motion_spread],
+            "--threads", str(args.threads)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
     log.info("scorecard: python -m training.scorecard %s", " ".join(card))
@@ -86,9 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=10, help="ensemble size of the scorecard")
+    parser.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps of the scorecard's forecasts")
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0, 0.5, 1.0],
                         help="motion perturbation sizes the scorecard tries")
     parser.add_argument("--max-windows", type=int, default=None, help="scorecard: every n-th window only")
+    parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),
+                        help="motion fields of the windows (computed where missing: needs pysteps)")
+    parser.add_argument("--no-scorecard", action="store_true",
+                        help="copy the best checkpoint to --out unscored (run training.scorecard later)")
     return parser
 
 

@@ -255,7 +255,8 @@ def build_data(config: TrainConfig, model_config: STLDMConfig,
             cell_km=config.cell_km, transform=model_config.transform, rule=split_rule(config),
             min_leads=config.min_leads, min_coverage=config.min_coverage,
             min_rain_fraction=config.min_rain_fraction, stride=config.stride or None,
-            augment=config.augment, motion_kmh=config.motion_kmh, advection=config.advection)
+            augment=config.augment, motion_kmh=config.motion_kmh, advection=config.advection,
+            motion_cache=Path(config.motion_cache))
         train_ds, val_ds = splits["train"], splits["val"]
         source = {"source": "radar", "files": [str(f) for f in files], "steps": list(steps),
                   "split": split_rule(config).to_dict(),
@@ -267,10 +268,12 @@ def build_data(config: TrainConfig, model_config: STLDMConfig,
 
 
 def event_files(data: tuple[str, ...]) -> list[Path]:
-    """The ``*.nc`` files of ``data`` (files, or folders of them); ``ValueError`` when none."""
-    files = [f for p in map(Path, data) for f in (sorted(p.glob("*.nc")) if p.is_dir() else [p])]
+    """The event files of ``data`` (files, or folders of ``*.nc`` or packed ``*.nc.npz``);
+    ``ValueError`` when none."""
+    files = [f for p in map(Path, data)
+             for f in (sorted([*p.glob("*.nc"), *p.glob("*.nc.npz")]) if p.is_dir() else [p])]
     if not files:
-        raise ValueError(f"no radar event files (*.nc) in {list(data)}")
+        raise ValueError(f"no radar event files (*.nc, or *.nc.npz packed by radar.pack) in {list(data)}")
     return files
 
 

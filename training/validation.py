@@ -1,4 +1,8 @@
-"""Validation during training: loss terms and a cheap ensemble skill check on held-out windows.
+"""Validation during training: loss terms and a cheap ensemble skill check on validation windows.
+
+The skill check scores with the verification package (``verification.ensemble_metrics``), in
+model pixels and in the frame the model was trained in: the fair CRPS of the ensemble, and the
+mean absolute error of the first estimate and of persistence (the CRPS of a one-member forecast).
 
 Only the validation split of ``training.data`` comes here, never test windows. Every call
 draws the same diffusion steps, noise and latents (a fixed seed inside a forked RNG), so
@@ -13,12 +17,7 @@ from collections.abc import Iterable
 import torch
 
 from training.objective import stldm_loss
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> float:
-    """Mean squared error over valid pixels; all arrays (B, T, H, W), pixels in [0, 1]."""
-    weight = valid.to(pred.dtype)
-    return float(((pred - target).square() * weight).sum() / weight.sum().clamp(min=1.0))
+from verification.ensemble_metrics import CRPSAccumulator
 
 
 @torch.no_grad()
@@ -36,10 +35,10 @@ def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int,
 
     Returns
     -------
-    ``loss_<term>`` means over the batches and, for the first batch, the pixel MSE of the
-    decoded first estimate (``mse_first_estimate``), of the ensemble mean
-    (``mse_ensemble_mean``) and of persistence, the last input frame (``mse_persistence``).
-    Empty when there are no batches.
+    ``loss_<term>`` means over the batches and, for the first batch, the fair CRPS in pixels of
+    the ensemble (``crps_ensemble``), of the decoded first estimate (``crps_first_estimate``)
+    and of persistence, the last input frame (``crps_persistence``). Empty when there are no
+    batches.
     """
     model.eval()
     sums: dict[str, float] = {}
@@ -65,20 +64,26 @@ def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int,
 
 def skill(model, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, step: torch.Tensor | None, *,
           members: int, steps: int, seed: int, autocast: bool) -> dict[str, float]:
-    """Pixel MSE of first estimate, ensemble mean and persistence against ``y`` (B, T_out, H, W);
-    ``step`` (B,) minutes between frames, optional (windows of one step are forecast together)."""
+    """Fair CRPS of the ensemble, and of the first estimate and persistence (their MAE), in model
+    pixels against ``y`` (B, T_out, H, W) where ``valid``; ``step`` (B,) minutes between frames,
+    optional (windows of one step are forecast together)."""
     dtype = torch.bfloat16 if autocast else None
-    first, mean = torch.empty_like(y), torch.empty_like(y)
+    first = torch.empty_like(y)
+    ensemble = torch.empty(members, *y.shape, dtype=y.dtype, device=y.device)
     step = torch.zeros(len(x)) if step is None else step
     for value in step.unique().tolist():
         rows = step == value
         minutes = int(value) if model.config.step_minutes and value else None
         forecast = model.forecast(x[rows], members=members, steps=steps, seed=seed, autocast_dtype=dtype,
                                   step_minutes=minutes)
-        first[rows], mean[rows] = forecast.first_estimate, forecast.members.mean(dim=1)
+        first[rows], ensemble[:, rows] = forecast.first_estimate, forecast.members.transpose(0, 1)
     persistence = x[:, -1:].expand_as(y)
-    return {
-        "mse_first_estimate": masked_mse(first, y, valid),
-        "mse_ensemble_mean": masked_mse(mean, y, valid),
-        "mse_persistence": masked_mse(persistence, y, valid),
-    }
+    scores = {}
+    for name, forecast_members in (("crps_ensemble", ensemble), ("crps_first_estimate", first[None]),
+                                   ("crps_persistence", persistence[None])):
+        accumulator = CRPSAccumulator(y.shape[1])
+        for b in range(len(y)):
+            accumulator.add(forecast_members[:, b].float().cpu().numpy(), y[b].float().cpu().numpy(),
+                            valid[b].cpu().numpy())
+        scores[name] = float(accumulator.scores(over_leads=True))
+    return scores

@@ -1,8 +1,10 @@
 """``nowcast bench``: seconds per ensemble and achieved GFLOP/s, side by side with pysteps.
 
-Timings are medians over repeats after a warm-up. Where a full 20-step ensemble would take
-minutes (the paper preset on a CPU), the time is composed exactly from a 1-step forecast
-(encoding, translator, one denoiser call, decoding) plus 19 separately timed denoiser calls.
+Timings are medians over repeats after a warm-up, at ``threads`` torch threads (1 by default:
+a service worker runs one thread per process), with the allocator settings of the worker
+(:mod:`model.allocator`). Where a full 20-step ensemble would take minutes (the paper preset
+on a CPU), the time is composed exactly from a 1-step forecast (encoding, translator, one
+denoiser call, decoding) plus 19 separately timed denoiser calls on the prepared condition.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from model.allocator import keep_freed_memory
 from model.config import STLDMConfig
 from model.stldm import STLDM
 
@@ -61,22 +64,24 @@ def timed(fn, repeats: int, sync) -> float:
 
 
 def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtype: torch.dtype,
-                repeats: int, compose: bool) -> BenchResult:
+                repeats: int, compose: bool, step_minutes: int | None = None) -> BenchResult:
     config = STLDMConfig.preset_named(preset, t_in=x.shape[1], size=x.shape[-1])
     model = STLDM(config).to(device).eval()
     x = x.to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     amp = None if dtype == torch.float32 else dtype
+    step = step_minutes if step_minutes in config.step_minutes else None  # None: no step embedding
 
     def run(steps: int) -> None:
-        model.forecast(x, members=members, steps=steps, guidance=1.0, seed=0, autocast_dtype=amp)
+        model.forecast(x, members=members, steps=steps, guidance=1.0, seed=0, autocast_dtype=amp,
+                       step_minutes=step)
 
     run(1)  # warm-up
     with FlopCounterMode(display=False) as counter:
         run(1)
     one_step_flop = counter.get_total_flops()
     latent = config.size // config.vae.downsample
-    z = torch.randn(2 * members, config.t_out, config.vae.channels, latent, latent, device=device)
+    z = torch.randn(2 * members, config.t_out, config.latent_channels, latent, latent, device=device)
     t = torch.full((2 * members,), 10, device=device)
     cond = torch.randn_like(z)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
@@ -84,10 +89,13 @@ def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtyp
     call_flop = counter.get_total_flops()
     gflop = (one_step_flop + 19 * call_flop) / 1e9
     if compose:
+        with torch.inference_mode():
+            prepared = model.denoiser.prepare(cond, z)
+
         def call() -> None:
             with torch.inference_mode(), torch.autocast(device.split(":")[0], dtype=dtype,
                                                         enabled=amp is not None):
-                model.denoiser(z, t, cond)
+                model.denoiser.run(z, t, prepared)
         seconds = timed(lambda: run(1), repeats, sync) + 19 * timed(call, repeats, sync)
         method = "1 step + 19 denoiser calls"
     else:
@@ -115,8 +123,12 @@ def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int
 
 
 def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | None,
-              with_pysteps: bool, compose_paper_on_cpu: bool = True) -> list[str]:
-    """Run the benchmark and return the printed lines."""
+              with_pysteps: bool, compose_paper_on_cpu: bool = True, threads: int = 1) -> list[str]:
+    """Run the benchmark at ``threads`` torch threads and return the printed lines."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    keep_freed_memory()
     lines = []
     config = STLDMConfig.small()
     frames, step = sample_input(config, event)
@@ -135,7 +147,7 @@ def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | N
         for device, dtype in targets:
             compose = compose_paper_on_cpu and preset == "paper" and device == "cpu"
             r = bench_model(preset, x, members=members, device=device, dtype=dtype,
-                            repeats=repeats, compose=compose)
+                            repeats=repeats, compose=compose, step_minutes=step)
             results.append(r)
             lines.append(f"{r.preset:8s} {r.device:6s} {r.dtype:9s} {r.seconds:11.2f} "
                          f"{r.gflop:9.1f} {r.gflops:9.1f}  {r.method}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.sampler import cfg, member_noise, sample_latents
+from model.sampler import cfg, guided_step, member_noise, sample_latents
 
 STEPS = 5  # a short DDIM grid keeps the tests fast; the grid itself is tested in test_scheduler
 
@@ -48,6 +48,16 @@ def test_cfg_is_one_plus_w_times_cond_minus_w_times_uncond():
         torch.testing.assert_close(cfg(c, u, w), (1 + w) * c - w * u)
     assert torch.equal(cfg(c, u, 0.0), c)
     torch.testing.assert_close(cfg(c, u, 1.0), 2 * c - u)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1.0, 2.5])
+def test_guided_step_is_a_times_x_plus_b_times_the_guided_v(scale):
+    gen = torch.Generator().manual_seed(1)
+    x, c, u = (torch.randn(2, 3, 4, 5, 5, generator=gen) for _ in range(3))
+    x_copy = x.clone()
+    torch.testing.assert_close(guided_step(x, c, u, 0.7, -0.4, scale), 0.7 * x - 0.4 * cfg(c, u, scale))
+    torch.testing.assert_close(guided_step(x, c, None, 0.7, -0.4, scale), 0.7 * x - 0.4 * c)
+    assert torch.equal(x, x_copy)  # a new tensor: the caller's latents are untouched
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])

@@ -171,3 +171,14 @@ def test_step_with_positive_eta_adds_the_given_noise(scheduler):
     sigma = ((1 - a / a_prev) * (1 - a_prev) / (1 - a)).sqrt().item()
     out = scheduler.step(v, 41, 39, sample, eta=1.0, noise=noise)
     torch.testing.assert_close(out, torch.full_like(sample, sigma), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_steps", [1, 5, 20, 50])
+def test_step_coefficients_give_the_eta_zero_step(scheduler, num_steps):
+    gen = torch.Generator().manual_seed(5)
+    sample = torch.randn(2, 3, 4, 8, 8, generator=gen)
+    v = torch.randn(sample.shape, generator=gen)
+    for t, t_prev in scheduler.timesteps(num_steps):
+        a, b = scheduler.step_coefficients(t, t_prev)
+        torch.testing.assert_close(a * sample + b * v, scheduler.step(v, t, t_prev, sample),
+                                   rtol=0, atol=2e-6)

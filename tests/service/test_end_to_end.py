@@ -100,7 +100,8 @@ def test_the_readme_python_example_returns_what_the_service_returns(redis, redis
     frames, nowcast = namespace["frames"], namespace["nowcast"]
     # the service, with the checkpoint's defaults (no DDIM step override), on the same frames
     settings = Settings(redis={"url": redis_url}, queue={"prefix": "readme", "batch_wait_ms": 0},
-                        model={"checkpoint": str(CHECKPOINT), "device": "cpu"}, worker={"metrics_port": 0})
+                        model={"checkpoint": str(CHECKPOINT), "device": "cpu"}, worker={"metrics_port": 0},
+                        limits={"max_past_hours": 1_000_000})  # the FMI event is from 2016
     worker = Worker(settings, name="readme-worker")
     values = np.ascontiguousarray(frames.values, dtype="<f4")
     body = {"frames": {"data": base64.b64encode(values.tobytes()).decode(), "shape": list(values.shape),
@@ -111,9 +112,11 @@ def test_the_readme_python_example_returns_what_the_service_returns(redis, redis
         submitted = client.post("/v1/nowcasts", json=body)
         assert submitted.status_code == 202, submitted.text
         assert worker.step(block_ms=1000) == 1
-        result = client.get(submitted.json()["result_url"],
-                            params={"members": True, "encoding": "list"}).json()
-    served = np.asarray(result["members"], dtype=np.float32)  # null (no data) -> NaN
+        result = client.get(submitted.json()["result_url"], params={"members": True})
+        assert result.status_code == 200, result.text
+        result = result.json()
+    array = result["members"]  # base64 float32, NaN where no data
+    served = np.frombuffer(base64.b64decode(array["data"]), dtype="<f4").reshape(array["shape"])
     assert served.shape == nowcast.members.shape
     np.testing.assert_array_equal(np.isnan(served), np.isnan(nowcast.members))
     np.testing.assert_allclose(served, nowcast.members, rtol=1e-5, atol=1e-5, equal_nan=True)

@@ -65,7 +65,8 @@ def service(redis, redis_url, tmp_path):
     env = {**os.environ, "NOWCAST_REDIS__URL": redis_url, "NOWCAST_QUEUE__PREFIX": PREFIX,
            "NOWCAST_QUEUE__MAX_ATTEMPTS": "1", "NOWCAST_AUTH__API_KEYS": f'["{API_KEY}"]',
            "NOWCAST_MODEL__CHECKPOINT": str(ROOT / "checkpoints" / "default"), "NOWCAST_MODEL__STEPS": "2",
-           "NOWCAST_MODEL__DEVICE": "cpu", "NOWCAST_MODEL__THREADS": "2", "NOWCAST_WORKER__METRICS_PORT": "0"}
+           "NOWCAST_MODEL__DEVICE": "cpu", "NOWCAST_MODEL__THREADS": "2", "NOWCAST_WORKER__METRICS_PORT": "0",
+           "NOWCAST_LIMITS__MAX_PAST_HOURS": "1000000"}  # the shared events are from 2015-2019
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("api", "worker")}
     api = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
                             "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,

@@ -152,3 +152,14 @@ def test_dense_advection_cuts_windows_into_the_frame_moving_with_the_motion_fiel
         assert ok.float().mean() > 0.5
         torch.testing.assert_close(frame[ok], item["x"][-1][ok], atol=0.08, rtol=0.0)
     assert not torch.allclose(item["y"][-1], item["x"][-1], atol=0.08)  # on the ground it moved
+
+
+def test_motion_fields_are_kept_at_a_quarter_resolution_and_read_back_bilinear():
+    from training.motion import subsample, upsample
+
+    yy, xx = np.mgrid[0:40, 0:52].astype(np.float64)
+    smooth = np.stack([0.8 + 0.02 * xx, -0.3 + 0.015 * yy])  # a linear field: bilinear is exact inside
+    coarse = subsample(smooth)
+    assert coarse.shape == (2, 10, 13)
+    back = upsample(coarse, slice(4, 36), slice(6, 46))
+    np.testing.assert_allclose(back, smooth[:, 4:36, 6:46], atol=1e-6)

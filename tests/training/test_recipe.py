@@ -38,7 +38,8 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     out = tmp_path / "final"
     assert main(["--name", "tiny", "--data", str(events), "--minutes", "5", "--vae-steps", "2",
                  "--steps", "2", "--batch-size", "2", "--threads", "1", "--members", "2",
-                 "--motion-spread", "0", "1", "--out", str(out)]) == 0
+                 "--ddim-steps", "2", "--max-windows", "2", "--motion-spread", "0", "1",
+                 "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["config"]["advection"] == "dense"
     assert manifest["training"]["init_training"]["config"]["strategy"] == "vae"

@@ -113,7 +113,7 @@ def test_training_lowers_the_loss_and_writes_the_log_and_loadable_checkpoints(
     assert sum(reconstruction[-5:]) < 0.9 * sum(reconstruction[:5])
     vals = [r for r in records if r["kind"] == "val"]
     assert [r["step"] for r in vals] == [15, 30]
-    for name in ("loss_total", "mse_first_estimate", "mse_ensemble_mean", "mse_persistence"):
+    for name in ("loss_total", "crps_first_estimate", "crps_ensemble", "crps_persistence"):
         assert all(math.isfinite(r[name]) for r in vals), name
 
     for folder in ("last", "best"):
@@ -124,7 +124,7 @@ def test_training_lowers_the_loss_and_writes_the_log_and_loadable_checkpoints(
         assert manifest["training"]["config"]["out"] == str(tmp_path / "run")
         assert manifest["training"]["data"] == {"source": "given", "windows_train": 8, "windows_val": 4}
         assert manifest["training"]["hardware"]["cpu_count"] >= 1
-        assert set(manifest["validation"]) >= {"loss_total", "mse_persistence"}
+        assert set(manifest["validation"]) >= {"loss_total", "crps_persistence"}
     best = json.loads((out / "best" / "manifest.json").read_text())
     assert best["validation"]["loss_total"] == min(r["loss_total"] for r in vals)
     assert (out / "last" / STATE_FILE).is_file() and not (out / "best" / STATE_FILE).exists()

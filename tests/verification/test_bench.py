@@ -1,0 +1,57 @@
+"""The benchmark commands run and report what they promise (``nowcast bench``, ``make bench-gpu``).
+
+No timing is asserted: the figures are for people to read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from verification import bench_gpu
+from verification.bench import run_bench
+
+
+def test_bench_gpu_dry_run_writes_every_figure_to_json(tmp_path):
+    out = tmp_path / "bench_gpu.json"
+    threads = torch.get_num_threads()
+    bench_gpu.main(["--dry-run", "--out", str(out)])
+    torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    assert report["dry_run"] is True
+    assert {"device", "torch", "sizes", "peak_memory", "ensembles", "worker", "wall_seconds"} <= set(report)
+    names = [f["name"] for f in report["ensembles"]]
+    for preset in bench_gpu.PRESETS:
+        assert f"{preset} float32" in names and f"{preset} bfloat16" in names
+        assert f"{preset} bfloat16 + compile/CUDA graphs" in names
+    assert [f["name"] for f in report["worker"]] == [
+        f"worker small float32, {b} job(s) per batch" for b in bench_gpu.DRY_RUN.batches]
+    for figure in report["ensembles"] + report["worker"]:
+        assert figure["error"] is None, figure
+        assert figure["seconds"] > 0 and figure["peak_memory_mb"] > 0
+    assert all(f["jobs_per_second"] > 0 for f in report["worker"])
+
+
+def test_bench_gpu_without_cuda_asks_for_a_gpu_or_the_dry_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--dry-run"):
+        bench_gpu.run(dry_run=False, out=tmp_path / "x.json")
+
+
+def test_nowcast_bench_reports_threads_and_the_steps_ratio():
+    threads = torch.get_num_threads()
+    try:
+        lines = run_bench(presets=["small"], members=1, repeats=1, event=None, with_pysteps=True,
+                          threads=1)
+    finally:
+        torch.set_num_threads(threads)
+    text = "\n".join(lines)
+    assert "1 CPU threads" in text and "small" in text
+    if "not installed" not in text:
+        assert "ratio small/pysteps on cpu:" in text
+
+
+def test_nowcast_bench_refuses_zero_threads():
+    with pytest.raises(ValueError, match="threads"):
+        run_bench(presets=["small"], members=1, repeats=1, event=None, with_pysteps=False, threads=0)
