@@ -35,8 +35,10 @@ evaluate: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# ruff on everything; mypy on model/ and service/ (strict flags on the service; pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # schemathesis, all checks, 50 examples per operation, against a running service (make serve);
 # URL and KEY (its X-API-Key, when it has keys) choose another.

@@ -250,7 +250,7 @@ def load_event(header: EventHeader, *, cell_km: float, transform: PixelTransform
         chunk = slice(i, i + _CHUNK_FRAMES)
         pixels[chunk] = np.where(valid[chunk], transform.to_pixel(values[chunk], header.unit), 0.0)
     logger.debug("%s: %s frames of %dx%d cells at %.2f km (coarsen %d)", header.source,
-                 pixels.shape[0], pixels.shape[1], pixels.shape[2], coarsen * header.native_km, coarsen)
+                 *tuple(pixels.shape), coarsen * header.native_km, coarsen)
     return EventPixels(header.source, pixels, valid, times, header.step_minutes,
                        coarsen * header.native_km, coarsen, y=y, x=x, crs=crs)
 

@@ -34,11 +34,12 @@ def pack_event(event: EventPixels, header: EventHeader, transform: PixelTransfor
     meta = {"source": event.source, "quantity": header.quantity, "unit": header.unit,
             "step_minutes": event.step_minutes, "native_km": header.native_km, "cell_km": event.cell_km,
             "coarsen": event.coarsen, "crs": event.crs, "transform": vars(transform)}
-    arrays = {"pixels": pixels, "times": event.times.astype("datetime64[ns]").astype(np.int64),
-              "meta": np.array(json.dumps(meta))}
+    arrays: dict[str, np.ndarray] = {"pixels": pixels,
+                                     "times": event.times.astype("datetime64[ns]").astype(np.int64),
+                                     "meta": np.array(json.dumps(meta))}
     if event.y is not None and event.x is not None:
         arrays.update(y=event.y, x=event.x)
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     return path
 
 

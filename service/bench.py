@@ -25,9 +25,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import httpx
 
 from service.cli import DEFAULT_URL, SubmitError, _check, cut_input, wait_for_job
 from service.serve import EXAMPLE_EVENT, free_port, http_answers, stop, wait_until
@@ -35,7 +38,8 @@ from service.serve import EXAMPLE_EVENT, free_port, http_answers, stop, wait_unt
 log = logging.getLogger("nowcast.bench")
 
 
-def one_request(client, body: dict[str, Any], *, poll: float, timeout: float) -> dict[str, float]:
+def one_request(client: httpx.Client, body: dict[str, Any], *, poll: float,
+                timeout: float) -> dict[str, float]:
     """Submit ``body``, wait for the job, fetch its JSON result; latency and worker timings."""
     start = time.perf_counter()
     job = _check(client.post("/v1/nowcasts", json=body)).json()
@@ -98,7 +102,7 @@ def table(levels: list[dict[str, Any]], overhead: float) -> str:
     return "\n".join(lines)
 
 
-def start_stack(tmp: Path, *, workers: int) -> tuple[str, list[tuple[str, subprocess.Popen]]]:
+def start_stack(tmp: Path, *, workers: int) -> tuple[str, list[tuple[str, subprocess.Popen[bytes]]]]:
     """``nowcast serve`` on free ports; its URL and process once a worker is ready."""
     port = free_port()
     env = {**os.environ, "NOWCAST_WORKER__METRICS_PORT": str(free_port())}
@@ -156,7 +160,7 @@ def bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def add_bench_service_parser(sub) -> None:
+def add_bench_service_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``nowcast bench-service`` on the ``nowcast`` sub-parsers ``sub``."""
     p = sub.add_parser("bench-service", help="load-test the service: req/s, p50/p99 latency, overhead")
     p.add_argument("--url", default=None,

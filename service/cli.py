@@ -16,7 +16,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("nowcast.submit")
 
@@ -27,7 +30,7 @@ class SubmitError(RuntimeError):
     """The service refused the request or the job failed."""
 
 
-def _check(response) -> Any:
+def _check(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         raise SubmitError(f"{response.request.method} {response.request.url} -> "
                           f"{response.status_code}: {response.text[:500]}")
@@ -68,7 +71,7 @@ def cut_input(paths: Path | list[Path], model: dict[str, Any], *,
     return body
 
 
-def wait_for_job(client, status_url: str, *, timeout: float, poll: float) -> dict[str, Any]:
+def wait_for_job(client: httpx.Client, status_url: str, *, timeout: float, poll: float) -> dict[str, Any]:
     """Poll ``status_url`` (conditional GET with the last ETag) until the job is done or failed."""
     deadline = time.monotonic() + timeout
     etag, status = None, {}
@@ -147,7 +150,7 @@ def submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_submit_parser(sub) -> None:
+def add_submit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``nowcast submit`` on the ``nowcast`` sub-parsers ``sub``."""
     p = sub.add_parser("submit", help="send a radar file to a running service and save the nowcast")
     p.add_argument("file", type=Path, nargs="+",
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     add_submit_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["submit", *(argv if argv is not None else sys.argv[1:])])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

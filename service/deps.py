@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
@@ -20,15 +20,15 @@ from service.settings import Settings
 
 
 def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return cast(Settings, request.app.state.settings)
 
 
 def get_redis(request: Request) -> Redis:
-    return request.app.state.redis
+    return cast(Redis, request.app.state.redis)
 
 
 def get_model_info(request: Request) -> ModelInfo:
-    return request.app.state.model_info
+    return cast(ModelInfo, request.app.state.model_info)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -15,13 +15,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model.config import STLDMConfig
 from model.options import NowcastDefaults, step_of, utc
 from model.transform import UNITS, PixelTransform
+
+if TYPE_CHECKING:
+    from radar.readers import RadarSequence
+    from service.schemas import GridSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def read_model_info(checkpoint: str | Path) -> ModelInfo:
                      defaults=NowcastDefaults.from_manifest(manifest, config))
 
 
-def frames_from_lists(frames: list) -> np.ndarray:
+def frames_from_lists(frames: list[Any]) -> np.ndarray:
     """Nested lists (None = no data) -> float32 array; ``InputError`` when ragged."""
     try:
         values = np.array(frames, dtype=np.float32)
@@ -129,7 +133,7 @@ class RadarInput:
     source: str
 
 
-def _grid_fields(seq, coarsen: int) -> dict[str, Any]:
+def _grid_fields(seq: RadarSequence, coarsen: int) -> dict[str, Any]:
     from radar.georef import parse_crs, xy_units
     from radar.readers import sequence_cell_km
 
@@ -161,7 +165,7 @@ def read_upload(files: Sequence[tuple[str, bytes]], *, info: ModelInfo, resample
 
 
 def json_input(values: np.ndarray, unit: str, times: list[dt.datetime], step: int, *, info: ModelInfo,
-               grid, grid_spacing_km: float | None, resample: bool) -> RadarInput:
+               grid: GridSpec | None, grid_spacing_km: float | None, resample: bool) -> RadarInput:
     """A JSON request's frames with its grid (a :class:`~service.schemas.GridSpec` or None),
     resampled to the model's cells when asked; ``InputError`` for a grid that does not fit the
     frames or is far from the model's cell size."""
@@ -179,7 +183,7 @@ def json_input(values: np.ndarray, unit: str, times: list[dt.datetime], step: in
             unit=unit, timestep_minutes=step,
             grid_spacing=np.nan if grid_spacing_km is None else grid_spacing_km * 1000,
             grid_spacing_unit="" if grid_spacing_km is None else "m", source="request",
-            y=y, x=x, crs="" if crs is None else grid.crs)
+            y=y, x=x, crs="" if grid is None else grid.crs)
         if crs is not None and grid_spacing_km is not None:
             from_grid = sequence_cell_km(seq)
             if from_grid is not None and abs(from_grid / grid_spacing_km - 1) > 0.1:

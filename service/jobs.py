@@ -281,7 +281,7 @@ def ensure_group(r: redis.Redis, qs: QueueSettings) -> None:
             raise
 
 
-def _claims(r: redis.Redis, qs: QueueSettings, entries: list, *, deliveries: int | None) -> list[Claim]:
+def _claims(r: redis.Redis, qs: QueueSettings, entries: list[Any], *, deliveries: int | None) -> list[Claim]:
     k = Keys(qs.prefix)
     claims = []
     for entry_id, fields in entries:

@@ -18,9 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 from model.grid import Grid
 from model.options import NowcastOptions
@@ -74,7 +79,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
     )
 
 
-def encode_array(values: np.ndarray, encoding: str) -> Array | list:
+def encode_array(values: np.ndarray, encoding: str) -> Array | list[Any]:
     """float32 array -> base64 :class:`Array`, or nested lists with None for NaN."""
     if encoding == "base64":
         return Array.from_numpy(values)
@@ -82,7 +87,7 @@ def encode_array(values: np.ndarray, encoding: str) -> Array | list:
         values = np.asarray(values, dtype=np.float32)
         cells = values.astype(object)
         cells[np.isnan(values)] = None
-        return cells.tolist()
+        return cast(list[Any], cells.tolist())
     raise ValueError(f"unknown encoding {encoding!r}; valid encodings: {list(ENCODINGS)}")
 
 
@@ -159,7 +164,7 @@ def stored_nowcast(result: dict[str, Any]) -> StoredNowcast:
         grid=grid_of(result), options=options, model_version=str(meta["model_version"]))
 
 
-def result_dataset(result: dict[str, Any]):
+def result_dataset(result: dict[str, Any]) -> xr.Dataset:
     """CF-1.8 ``xarray.Dataset`` of ``result``, by the one CF writer (:func:`radar.cf.nowcast_dataset`):
     the worker's own products, so the file says exactly what the JSON says."""
     from radar.cf import nowcast_dataset
@@ -169,8 +174,9 @@ def result_dataset(result: dict[str, Any]):
     for key in ("zr_relation", "resampled"):
         if request.get(key):
             attrs[key] = str(request[key])
-    return nowcast_dataset(stored_nowcast(result), institution=INSTITUTION,
-                           history=f"input {request.get('source', 'json')}", attrs=attrs)
+    dataset: xr.Dataset = nowcast_dataset(stored_nowcast(result), institution=INSTITUTION,
+                                          history=f"input {request.get('source', 'json')}", attrs=attrs)
+    return dataset
 
 
 def result_netcdf(result: dict[str, Any]) -> bytes:
@@ -187,7 +193,7 @@ def _lead_index(result: dict[str, Any], lead: int) -> int:
     return leads.index(lead)
 
 
-def _graticule(ax, grid: Grid, extent: tuple[float, float, float, float], to_axis: float) -> None:
+def _graticule(ax: Axes, grid: Grid, extent: tuple[float, float, float, float], to_axis: float) -> None:
     """Lat/lon lines every 1, 2 or 5 degrees over a projected map."""
     from radar.georef import lonlat, parse_crs
 
@@ -195,7 +201,7 @@ def _graticule(ax, grid: Grid, extent: tuple[float, float, float, float], to_axi
     span = max(float(np.ptp(lat)), float(np.ptp(lon) * np.cos(np.radians(np.mean(lat)))))
     step = 1.0 if span < 8 else 2.0 if span < 20 else 5.0
     xs, ys = np.asarray(grid.x) / to_axis, np.asarray(grid.y) / to_axis
-    style = {"colors": "0.45", "linewidths": 0.5, "linestyles": "dotted"}
+    style: dict[str, Any] = {"colors": "0.45", "linewidths": 0.5, "linestyles": "dotted"}
     for values, suffix in ((lat, "N"), (lon, "E")):
         levels = np.arange(np.floor(values.min() / step) * step, values.max() + step, step)
         lines = ax.contour(xs, ys, values, levels=levels, **style)
@@ -204,7 +210,7 @@ def _graticule(ax, grid: Grid, extent: tuple[float, float, float, float], to_axi
     ax.set_ylim(extent[2], extent[3])
 
 
-def _figure(result: dict[str, Any], product: str, lead_index: int, threshold: float):
+def _figure(result: dict[str, Any], product: str, lead_index: int, threshold: float) -> Figure:
     """A matplotlib Figure of one product at one lead time, with legend, times and coordinates."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable

@@ -7,6 +7,7 @@ process that is up but stuck stops renewing its heartbeat and the service goes u
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -66,7 +67,7 @@ async def readyz(request: Request, redis: RedisDep, settings: SettingsDep) -> JS
 
 
 @router.get("/v1/model", dependencies=[Depends(require_api_key)], responses=responses(401))
-async def model_info(info: ModelInfoDep, settings: SettingsDep) -> dict:
+async def model_info(info: ModelInfoDep, settings: SettingsDep) -> dict[str, Any]:
     """The served model: what a request must look like (clients cut their input to this)."""
     return {"model_version": info.model_version, "t_in": info.t_in, "t_out": info.t_out,
             "step_minutes": list(info.step_minutes), "cell_km": info.defaults.cell_km, "size": info.size,

@@ -16,17 +16,21 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from redis.asyncio import Redis
 
+from model.grid import Grid
 from service import maps, render, scales
 from service.deps import RedisDep, SettingsDep
 from service.routes_nowcasts import RESULT_RESPONSES, JobId, done_result
+from service.settings import Settings
 
 router = APIRouter(prefix="/v1/nowcasts", tags=["maps"])
 
 Product = Literal[scales.PRODUCTS]  # type: ignore[valid-type]
 
 
-async def _loaded(request: Request, redis, settings, job_id: str):
+async def _loaded(request: Request, redis: Redis, settings: Settings,
+                  job_id: str) -> tuple[dict[str, Any], Grid, maps.MapLayout]:
     cache: maps.ResultCache = request.app.state.result_cache
     item = cache.get(job_id)
     if item is None:

@@ -29,6 +29,7 @@ from service.deps import ClientDep, ModelInfoDep, RedisDep, SettingsDep
 from service.inputs import (
     InputError,
     ModelInfo,
+    RadarInput,
     check_frames,
     frames_from_lists,
     json_input,
@@ -68,7 +69,8 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
             return [resolve(v) for v in node]
         return node
 
-    return resolve(schema)
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +112,8 @@ def _times(timestamps: list[dt.datetime], settings: Settings) -> list[dt.datetim
                               max_past_hours=limits.max_past_hours, max_future_hours=limits.max_future_hours)
 
 
-async def _parse_json(request: Request, info: ModelInfo, settings: Settings):
+async def _parse_json(request: Request, info: ModelInfo,
+                      settings: Settings) -> tuple[NowcastRequest, RadarInput, int]:
     max_side = settings.model.max_side
     try:
         # strict: JSON types as the schema says (no "2" for 2, no false for 0.0)
@@ -134,7 +137,8 @@ async def _parse_json(request: Request, info: ModelInfo, settings: Settings):
     return body, data, step
 
 
-async def _parse_upload(request: Request, info: ModelInfo, settings: Settings):
+async def _parse_upload(request: Request, info: ModelInfo,
+                        settings: Settings) -> tuple[NowcastOptions, RadarInput, int]:
     max_side = settings.model.max_side
     form = await request.form()
     uploads = [f for f in form.getlist("file") if not isinstance(f, str)]
@@ -303,7 +307,7 @@ def _seconds(a: dt.datetime | None, b: dt.datetime | None) -> float | None:
     return None if a is None or b is None else round((b - a).total_seconds(), 3)
 
 
-async def _job_or_404(redis, settings, job_id: str) -> dict[str, str]:
+async def _job_or_404(redis: Redis, settings: Settings, job_id: str) -> dict[str, str]:
     job = await jobs.get_job(redis, settings.queue, job_id)
     if job is None:
         raise HTTPException(404, f"unknown or expired job {job_id!r}")

@@ -9,6 +9,7 @@ operator's choices that are not secrets (base-map tiles, when stale input is fla
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
@@ -32,7 +33,7 @@ async def viewer() -> FileResponse:
 
 
 @router.get("/ui/config.json")
-async def viewer_config(settings: SettingsDep) -> dict:
+async def viewer_config(settings: SettingsDep) -> dict[str, Any]:
     """Operator settings the viewer needs (``NOWCAST_UI__*``)."""
     ui = settings.ui
     return {"tile_url": ui.tile_url, "tile_attribution": ui.tile_attribution,

@@ -55,7 +55,8 @@ def rgba(values: np.ndarray, scale: str) -> np.ndarray:
     table[: len(colours), :3] = [_rgb(c) for c in colours]
     table[: len(colours), 3] = 235
     table[-1] = NODATA_RGBA
-    return table[classes(values, scale)]
+    rgba_values: np.ndarray = table[classes(values, scale)]
+    return rgba_values
 
 
 def legend(scale: str, *, threshold: float | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -249,9 +249,9 @@ class NowcastResult(BaseModel):
 
     id: str
     metadata: ResultMetadata
-    mean: Array | list = Field(description="(T, H, W) ensemble mean, mm/h")
-    percentiles: Array | list = Field(description="(3, T, H, W) 10th/50th/90th percentiles, mm/h")
-    probability: Array | list = Field(
+    mean: Array | list[Any] = Field(description="(T, H, W) ensemble mean, mm/h")
+    percentiles: Array | list[Any] = Field(description="(3, T, H, W) 10th/50th/90th percentiles, mm/h")
+    probability: Array | list[Any] = Field(
         description="(n_thresholds, T, H, W) P(R >= threshold), fraction of members"
     )
-    members: Array | list | None = Field(None, description="(K, T, H, W) members, mm/h (members=true)")
+    members: Array | list[Any] | None = Field(None, description="(K, T, H, W) members, mm/h (members=true)")

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from urllib.parse import urlsplit
 
 from model.allocator import MALLOC_ENV
@@ -43,7 +44,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def redis_server_binary() -> Path:
@@ -69,7 +70,7 @@ def redis_answers(url: str, *, timeout: float = 1.0) -> bool:
         client.close()
 
 
-def start_redis(*, port: int, data_dir: Path) -> subprocess.Popen:
+def start_redis(*, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     """A ``redis-server`` on 127.0.0.1:``port`` writing its append-only file into ``data_dir``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
@@ -78,7 +79,8 @@ def start_redis(*, port: int, data_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(command, start_new_session=True)
 
 
-def wait_until(check, *, what: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_until(check: Callable[[], bool], *, what: str, timeout: float,
+               process: subprocess.Popen[bytes] | None = None) -> None:
     """Poll ``check()`` until true; ``RuntimeError`` on timeout or when ``process`` exits."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -100,7 +102,7 @@ def http_answers(url: str) -> bool:
         return False
 
 
-def stop(processes: list[tuple[str, subprocess.Popen]], *, timeout: float = 20.0) -> None:
+def stop(processes: list[tuple[str, subprocess.Popen[bytes]]], *, timeout: float = 20.0) -> None:
     """SIGTERM each process (in order), waiting up to ``timeout`` s before SIGKILL."""
     for name, process in processes:
         if process.poll() is None:
@@ -144,7 +146,7 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
 
     stopping = False
 
-    def on_signal(signum, frame) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
 
@@ -185,7 +187,7 @@ def serve(*, host: str, port: int, redis_port: int, data_dir: Path, workers: int
             signal.signal(s, handler)
 
 
-def add_serve_parser(sub) -> None:
+def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``nowcast serve`` on the ``nowcast`` sub-parsers ``sub``."""
     p = sub.add_parser("serve", help="run Redis, the HTTP API and a worker (Ctrl-C stops all)")
     p.add_argument("--host", default="127.0.0.1")
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     add_serve_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

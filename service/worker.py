@@ -36,7 +36,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from types import FrameType
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -78,7 +79,7 @@ class PreparedJob:
     observed: np.ndarray  # (H, W) the last input frame in mm/h, NaN = no data
 
     @property
-    def group_key(self) -> tuple:
+    def group_key(self) -> tuple[Any, ...]:
         """Jobs with equal keys share one model call: options but the seed, padded shape, step."""
         return self.options.group_key(), self.input.pixels.shape, self.input.step_minutes
 
@@ -213,7 +214,7 @@ class Worker:
                     self._drop(claim, err)
                 except Exception as err:  # bad stored data must not stop the worker
                     self._fail(claim, err, retry=not isinstance(err, StaleJob))
-            groups: dict[tuple, list[PreparedJob]] = {}
+            groups: dict[tuple[Any, ...], list[PreparedJob]] = {}
             for job in ready:
                 groups.setdefault(job.group_key, []).append(job)
             for group in groups.values():
@@ -435,7 +436,7 @@ def main(*, nowcaster: Nowcaster | None = None) -> None:
                  settings.worker.metrics_port)
     stop = threading.Event()
 
-    def request_stop(signum: int, _frame) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("worker %s: signal %d, finishing the current batch", worker.name, signum)
         stop.set()
 
