@@ -179,7 +179,10 @@ class RankHistogram:
     Ties (several members equal to the truth, common at 0 mm/h) are broken at random with a
     seeded generator, so that an exchangeable ensemble gives a flat histogram. As pysteps
     ``rankhist`` with ``X_min``, cells where the truth and all members are below ``dry_mmh``
-    are left out: they carry no information about spread and would only add uniform noise.
+    are left out: they carry no information about spread and would only add uniform noise;
+    and every value below ``dry_mmh`` is dry, equal to any other dry value (pysteps sets them
+    all to ``X_min - 1``): a truth of 0.3 mm/h with ``dry_mmh=0.5`` ties with members at 0 and
+    0.4 mm/h rather than ranking between them.
 
     Parameters
     ----------
@@ -203,6 +206,8 @@ class RankHistogram:
         use = valid.copy()
         if self.dry_mmh is not None:
             use &= (truth >= self.dry_mmh) | (members >= self.dry_mmh).any(axis=0)
+            members = np.where(members < self.dry_mmh, -np.inf, members)  # NaN stays NaN
+            truth = np.where(truth < self.dry_mmh, -np.inf, truth)
         below = (members < truth).sum(axis=0)
         ties = (members == truth).sum(axis=0)
         rank = below + np.floor(self.rng.random(truth.shape) * (ties + 1)).astype(np.int64)

@@ -102,3 +102,16 @@ def test_spread_skill_is_one_for_a_calibrated_ensemble():
     narrow = SpreadSkillAccumulator(4)
     narrow.add(centre + 0.3 * (members - centre), truth, np.ones(truth.shape, bool))
     assert narrow.scores(over_leads=True)["ratio"] < 0.5
+
+
+def test_rank_histogram_takes_every_value_below_dry_mmh_as_equal():
+    # truth 0.3 mm/h, members 0, 0.4 and 2 mm/h, dry_mmh 0.5: the truth ties with the two dry
+    # members (ranks 0, 1 and 2 equally likely, as in pysteps), never ranks above the wet one,
+    # and is not placed between 0 and 0.4 mm/h (rank 1 every time, before this was fixed)
+    members = np.broadcast_to(np.array([0.0, 0.4, 2.0]).reshape(3, 1, 1, 1), (3, 1, 30, 30))
+    truth = np.full((1, 30, 30), 0.3)
+    hist = RankHistogram(3, 1, dry_mmh=0.5, seed=0)
+    hist.add(members, truth, np.ones(truth.shape, bool))
+    h = hist.scores()
+    assert h[3] == 0.0
+    np.testing.assert_allclose(h[:3], 1 / 3, atol=0.05)
