@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, g in result["groups"].items()]
     for line in lines:
         log.info("%s", line)
-    out = args.out or args.checkpoint
-    (Path(out) / "reconstruction.json").write_text(json.dumps(result, indent=1) + "\n")
+    out = Path(args.out or args.checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reconstruction.json").write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
