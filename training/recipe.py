@@ -94,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--members", type=int, default=10, help="ensemble size of the scorecard")
     parser.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps of the scorecard's forecasts")
-    parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0, 0.5, 1.0],
+    parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 2.0],
                         help="motion perturbation sizes the scorecard tries")
-    parser.add_argument("--max-windows", type=int, default=None, help="scorecard: every n-th window only")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),
                         help="motion fields of the windows (computed where missing: needs pysteps)")
     parser.add_argument("--no-scorecard", action="store_true",

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ import torch
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
 from model.options import ADVECTIONS, MATCHINGS, NowcastOptions
+from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
 from verification.metrics import threshold_to_mmh
 
@@ -87,20 +89,30 @@ def _init_training(manifest: dict) -> dict | None:
     return summary
 
 
+CARD_FLAGS = ("strategy", "size", "stride", "batch_size", "pixel_frames", "advection", "motion_kmh", "steps",
+              "lr", "warmup_steps", "ema_decay")
+ADVANCED_FLAGS = ("strategy", "size", "batch_size", "pixel_frames")  # on the card when not the default
+
+
 def _train_command(cfg: dict) -> str:
+    if cfg.get("command"):  # a stage run by another script records its own command line
+        return str(cfg["command"])
     words = ["nowcast train --data " + " ".join(cfg.get("data") or ["../shared/radar/events"])]
     if cfg.get("name") not in (None, "default"):
         words.append(f"--name {cfg['name']}")
     if cfg.get("init"):
         words.append(f"--init {cfg['init']}")
-    for key in ("stride", "advection", "motion_kmh", "steps", "lr", "warmup_steps", "ema_decay"):
-        if cfg.get(key) and cfg.get(key) != "none":
-            words.append(f"--{key.replace('_', '-')} {cfg[key]}")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key in CARD_FLAGS:
+        value = cfg.get(key)
+        if not value or value == "none" or (key in ADVANCED_FLAGS and value == defaults[key]):
+            continue
+        words.append(f"--{key.replace('_', '-')} {value}")
     return " ".join(words)
 
 
-def _commands(training: dict) -> str:
-    """The command lines that made this checkpoint, oldest first."""
+def _commands(training: dict, scorecard: str | None = None) -> str:
+    """The command lines that made this checkpoint, oldest first (``scorecard``: the scorecard's)."""
     chain, node = [], training
     while node:
         chain.insert(0, node.get("config") or {})
@@ -110,7 +122,7 @@ def _commands(training: dict) -> str:
         command = f"`{_train_command(cfg)}`"
         is_make_train = not cfg.get("init") and cfg.get("steps") == 1500 and not cfg.get("stride")
         lines.append(f"`make train` (= {command})" if is_make_train else command)
-    lines.append("`python -m training.scorecard --checkpoint runs/<name>/best --out checkpoints/default`")
+    lines.append(f"`{scorecard or 'python -m training.scorecard --checkpoint runs/<name>/best --out DIR'}`")
     return "- Commands, in order: " + ", then\n  ".join(lines) + "."
 
 
@@ -146,7 +158,7 @@ at the steps {data.get('steps')} min (a step embedding). Pixels: HKO-7 conventio
 `(dBZ + 10) / 70`, Marshall-Palmer Z = 200 R^1.6 (`config.json`, `transform`).
 
 ## Training
-{_commands(training)}
+{_commands(training, (manifest.get("scores") or {}).get("command"))}
 - Data: {', '.join(Path(f).name for f in data.get('files', []))}. Windows: {data.get('windows_train')} \
 training, {data.get('windows_val')} validation ({json.dumps(data.get('windows_per_step', {}))}); split \
 by `radar.split` ({json.dumps(data.get('split'))}): the last block of every network's time and the \
@@ -198,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sizes of the member-wise motion perturbations to try (dense frame)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    parser.add_argument("--max-windows", type=int, default=None, help="score every n-th window only")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="score about this many windows, evenly spaced over the split")
     parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,
                         help="methods scored next to the ensemble (add steps for pysteps STEPS)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -231,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in chosen["options"].items() if k != "seed"}
     manifest["nowcast"] = {**options, "step_minutes": list(nowcaster.defaults.step_minutes),
                            "cell_km": nowcaster.defaults.cell_km}
-    manifest["scores"] = {"validation": chosen["scores"], "trials": trials}
+    manifest["scores"] = {"validation": chosen["scores"], "trials": trials,
+                          "command": " ".join(["python -m training.scorecard", *(argv or sys.argv[1:])])}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials))
     log.info("wrote %s with defaults %s", args.out, options)

@@ -391,7 +391,8 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--split-from", type=Path, default=None,
                    help="use this checkpoint's split rule and files (default: the evaluated checkpoint's)")
     p.add_argument("--members", type=int, default=None, help="ensemble size (default: the checkpoint's)")
-    p.add_argument("--max-windows", type=int, default=None, help="score every n-th window only")
+    p.add_argument("--max-windows", type=int, default=None,
+                   help="score about this many windows, evenly spaced over the split")
     p.add_argument("--out", type=Path, default=defaults.out)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--thresholds", type=float, nargs="+", default=list(defaults.thresholds),

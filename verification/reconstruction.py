@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="window side in cells")
     parser.add_argument("--shower-fraction", type=float, default=0.05,
                         help="windows with rain >= 1 mm/h on fewer of their cells are isolated showers")
-    parser.add_argument("--max-windows", type=int, default=None, help="score every n-th window only")
+    parser.add_argument("--max-windows", type=int, default=None,
+                        help="score about this many windows, evenly spaced over the split")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="folder of reconstruction.json")
     args = parser.parse_args(argv)

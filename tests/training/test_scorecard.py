@@ -19,7 +19,13 @@ def test_the_card_of_a_fine_tuned_model_gives_every_stage_in_order():
     commands = _commands(tuned)
     fine_tune = "--init checkpoints/default --stride 64 --steps 800"
     assert commands.index("`make train`") < commands.index(fine_tune)
-    assert commands.rstrip(".").endswith("--out checkpoints/default`")
+    assert commands.rstrip(".").endswith("training.scorecard --checkpoint runs/<name>/best --out DIR`")
+    scored = "python -m training.scorecard --checkpoint runs/ft/best --out checkpoints/default --members 4"
+    assert _commands(tuned, scored).rstrip(".").endswith(f"`{scored}`")  # as the scorecard recorded it
+    vae = _training({"name": "vae", "strategy": "vae", "batch_size": 8, "size": 64, "steps": 400}, 400)
+    assert "--strategy vae --size 64 --batch-size 8 --steps 400" in _commands(vae)  # not the defaults
+    by_script = {**vae, "config": {**vae["config"], "command": "python other.py 400"}}
+    assert "`python other.py 400`" in _commands(by_script)  # a stage run by another script
     assert _stages(tuned["init_training"]) == (
         '- Started from stldm-small-aaa: 1500 steps, 15.0 min on {"device": "cpu"}.\n')
     assert _stages(None) == ""
