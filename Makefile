@@ -29,8 +29,8 @@ submit: $(STAMP)
 
 # The default model against persistence, pysteps extrapolation and STEPS on held-out MRMS windows.
 evaluate: $(STAMP)
-	$(VENV)/bin/nowcast evaluate --checkpoint checkpoints/default --events $(EVENTS)/mrms_*.nc \
-		--members 10 --out out/evaluate
+	$(VENV)/bin/nowcast evaluate --checkpoint checkpoints/default --events $(EVENTS)/*.nc \
+		--threads 1 --out out/evaluate
 
 test: $(STAMP)
 	$(PY) -m pytest -q

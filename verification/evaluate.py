@@ -116,11 +116,11 @@ def checkpoint_windows(manifest: dict, nowcaster: Nowcaster, which: str, *, spli
         raise ValueError(f"{split_from or manifest.get('model_version')} records no split rule (trained "
                          "before radar.split): pass --split-from a checkpoint that does")
     files = [Path(f) for f in data["files"]]
-    if events:
-        wanted = {p.name for p in events}
-        files = [f for f in files if f.name in wanted]
+    if events:  # read from where they are given (the manifest records where they were)
+        given = {p.name: p for p in events}
+        files = [given[f.name] for f in files if f.name in given]
         if not files:
-            raise ValueError(f"none of {sorted(wanted)} is among the split's files")
+            raise ValueError(f"none of {sorted(given)} is among the split's files")
     if split_from is not None:
         used = training_files(manifest)
         for path in files:

@@ -117,7 +117,7 @@ BAD_PAYLOADS = {
     "all NaN": (payload(frames=encode(np.full((T_IN, SIDE, SIDE), np.nan, np.float32))), "all NaN"),
     "too many members": (payload(members=51), "max_members=50"),
     "zero members": (payload(members=0), "members"),
-    "timestep": (payload(timestamps=times(step=6)), "one of the model's time steps, [5] min"),
+    "timestep": (payload(timestamps=times(step=7)), "one of the model's time steps, [2, 5, 6] min"),
     "timestamps count": (payload(timestamps=times(4)), "one time per frame"),
     "guidance": (payload(guidance=11), "guidance"),
     "thresholds": (payload(thresholds=[-1.0]), "thresholds"),
@@ -300,7 +300,7 @@ def test_metrics_count_requests_and_submissions(client):
 
 def test_model_facts_and_openapi_docs(client):
     model = client.get("/v1/model").json()
-    assert model["t_in"] == T_IN and model["step_minutes"] == [STEP] and model["size_multiple"] == SIDE
+    assert model["t_in"] == T_IN and STEP in model["step_minutes"] and model["size_multiple"] == SIDE
     schema = client.get("/openapi.json").json()
     assert {"/v1/nowcasts", "/v1/nowcasts/{job_id}", "/v1/nowcasts/{job_id}/result", "/readyz"} <= set(
         schema["paths"])
