@@ -138,19 +138,24 @@ def pysteps_fss(cases: list[RainCase], thr: float, scale: int, *, masked: bool) 
     return np.array(out)
 
 
+def assert_fss_matches_pysteps(cases: list[RainCase], scales: tuple[int, ...], *, masked: bool) -> None:
+    """The project's FSS of ``cases`` equals pysteps' at every scale and threshold."""
+    acc = FSSAccumulator(THRESHOLDS, N_LEADS, scales=scales)
+    for case in cases:
+        acc.add(case.members, case.truth, case.valid)
+    for i, scale in enumerate(scales):
+        for j, thr in enumerate(THRESHOLDS):
+            ref = pysteps_fss(cases, thr.mmh, scale, masked=masked)
+            np.testing.assert_allclose(acc.scores()[i, j], ref, rtol=1e-10, err_msg=f"{scale} {thr.label}")
+
+
 def test_fss_matches_pysteps_where_every_cell_has_data(cases):
     """FSS equals pysteps ``fss`` when every cell has data: the same ``>=`` events, the same
     ``uniform_filter`` fractions with zeros outside the domain (``mode="constant"``), the same
     sums. The even scale 4 is included: both use scipy's off-centre even window alike."""
     full = [RainCase(np.nan_to_num(c.members), np.nan_to_num(c.truth), np.ones_like(c.valid)) for c in cases]
     scales = (1, 4, 5, 17)
-    acc = FSSAccumulator(THRESHOLDS, N_LEADS, scales=scales)
-    for case in full:
-        acc.add(case.members, case.truth, case.valid)
-    for i, scale in enumerate(scales):
-        for j, thr in enumerate(THRESHOLDS):
-            ref = pysteps_fss(full, thr.mmh, scale, masked=False)
-            np.testing.assert_allclose(acc.scores()[i, j], ref, rtol=1e-10, err_msg=f"{scale} {thr.label}")
+    assert_fss_matches_pysteps(full, scales, masked=False)
 
 
 def test_fss_with_no_data_matches_pysteps_where_the_conventions_coincide(cases):
@@ -173,13 +178,7 @@ def test_fss_with_no_data_matches_pysteps_where_the_conventions_coincide(cases):
         dried.append(RainCase(np.where(dry_band, 0.0, case.members), np.where(dry_band, 0.0, case.truth),
                               case.valid))
         assert (np.nan_to_num(dried[-1].truth) >= 1.0).sum() > 100  # rain is left
-    acc = FSSAccumulator(THRESHOLDS, N_LEADS, scales=scales)
-    for case in dried:
-        acc.add(case.members, case.truth, case.valid)
-    for i, scale in enumerate(scales):
-        for j, thr in enumerate(THRESHOLDS):
-            ref = pysteps_fss(dried, thr.mmh, scale, masked=True)
-            np.testing.assert_allclose(acc.scores()[i, j], ref, rtol=1e-10, err_msg=f"{scale} {thr.label}")
+    assert_fss_matches_pysteps(dried, scales, masked=True)
 
 
 def test_fss_next_to_no_data_sums_the_cells_with_data_where_pysteps_sums_all():
