@@ -129,13 +129,14 @@ class OptionsConfig:
     temporal_position_bias: bool = False
     translator_kind: str = "gsta"
     dual_condition: bool = False
+    translator_residual: bool = False
     intensity_loss: bool = False
     exceedance_condition: bool = False
     intensity_thresholds: tuple[float, ...] = (1.0, 4.0, 8.0)
 
     def __post_init__(self) -> None:
-        for name in ("temporal_shift", "temporal_position_bias", "dual_condition", "intensity_loss",
-                     "exceedance_condition"):
+        for name in ("temporal_shift", "temporal_position_bias", "dual_condition", "translator_residual",
+                     "intensity_loss", "exceedance_condition"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"option {name} must be true or false, got {getattr(self, name)!r}")
         if self.attention_order not in ATTENTION_ORDERS:

@@ -60,9 +60,9 @@ class STCTranslator(nn.Module):
     """
 
     def __init__(self, config: TranslatorConfig, *, t_in: int, t_out: int, channels: int,
-                 step_minutes: bool = False) -> None:
+                 step_minutes: bool = False, residual: bool = False) -> None:
         super().__init__()
-        self.t_out, self.channels = t_out, channels
+        self.t_out, self.channels, self.residual = t_out, channels, residual
         width = max(32, config.hidden // 2)
         self.proj_in = nn.Conv2d(t_in * channels, width, 3, padding=1)
         self.lead_embed = TimeEmbedding(32, width)  # sinusoid of the lead index 1..T_out
@@ -86,4 +86,12 @@ class STCTranslator(nn.Module):
         for block in self.blocks:
             x = block(x, lead_emb, self.t_out)
         out = self.readout(x).reshape(b, self.t_out, 2 * c, h, w)
-        return out[:, :, :c], out[:, :, c:]
+        mean = out[:, :, :c] + z[:, -1:] if self.residual else out[:, :, :c]
+        return mean, out[:, :, c:]
+
+    def zero_mean_output(self) -> None:
+        """Zero the readout rows of the mean (see :meth:`Translator.zero_mean_output`)."""
+        with torch.no_grad():
+            self.readout.weight[: self.channels].zero_()
+            if self.readout.bias is not None:
+                self.readout.bias[: self.channels].zero_()

@@ -32,7 +32,7 @@ class STLDM(nn.Module):
         kind = STCTranslator if options.translator_kind == "stc" else Translator
         self.translator = kind(
             config.translator, t_in=config.t_in, t_out=config.t_out, channels=config.latent_channels,
-            step_minutes=bool(config.step_minutes)
+            step_minutes=bool(config.step_minutes), residual=options.translator_residual
         )
         context = ContextCondition(config)
         # None unless an option asks for extra condition channels: the default layout is STLDM's

@@ -1,7 +1,8 @@
 """gSTA translator of STLDM (STLDM.md section 2), after SimVP v2.
 
 Maps the latents of the input frames to the mean and log-variance of the latents of the
-output frames: the first estimate and the condition of the denoiser.
+output frames: the first estimate and the condition of the denoiser. With ``residual`` (option
+``translator_residual``) the mean is the last input latent plus the network's output.
 """
 
 from __future__ import annotations
@@ -88,11 +89,11 @@ class Translator(nn.Module):
     """Latents of ``t_in`` frames -> (mean, logvar) of the latents of ``t_out`` frames."""
 
     def __init__(self, config: TranslatorConfig, *, t_in: int, t_out: int, channels: int,
-                 step_minutes: bool = False) -> None:
+                 step_minutes: bool = False, residual: bool = False) -> None:
         super().__init__()
         if config.num_blocks < 2:
             raise ValueError(f"the translator needs at least 2 blocks, got {config.num_blocks}")
-        self.t_out = t_out
+        self.t_out, self.residual = t_out, residual
         n = config.num_blocks
         rates = [0.01 + (config.drop_path - 0.01) * i / (n - 1) for i in range(n)]
         dims = [t_in * channels] + [config.hidden] * (n - 1) + [2 * t_out * channels]
@@ -120,4 +121,17 @@ class Translator(nn.Module):
             if i == 0 and self.step_embed is not None and step is not None:
                 x = x + self.step_embed(step).to(x.dtype)[:, :, None, None]
         x = x.reshape(b, 2 * self.t_out, c, h, w)
-        return x[:, : self.t_out], x[:, self.t_out :]
+        mean = x[:, : self.t_out] + z[:, -1:] if self.residual else x[:, : self.t_out]
+        return mean, x[:, self.t_out :]
+
+    def zero_mean_output(self) -> None:
+        """Zero the rows of the last layer that give the mean: with ``residual`` the first
+        estimate then starts as the last context latent (persistence in the forecast's frame)."""
+        block = self.blocks[-1]
+        assert isinstance(block, GSTABlock) and isinstance(block.reduction, nn.Conv2d)
+        last = block.reduction  # the last block always maps hidden -> 2 t_out C
+        rows = last.out_channels // 2
+        with torch.no_grad():
+            last.weight[:rows].zero_()
+            if last.bias is not None:
+                last.bias[:rows].zero_()

@@ -98,7 +98,13 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
     if resume_from is not None:
         model.load_state_dict(load_checkpoint(resume_from).state_dict())
     elif config.init:  # --options may add or widen tensors: copy what fits
-        counts = load_partial(model, load_checkpoint(config.init).state_dict())
+        init = load_checkpoint(config.init)
+        counts = load_partial(model, init.state_dict())
+        if model_config.options.translator_residual and not init.config.options.translator_residual:
+            # the copied mean head predicted whole latents: restart it at persistence
+            model.translator.zero_mean_output()  # type: ignore[operator]
+            log.info("--init %s: translator_residual, the translator's mean head starts at zero "
+                     "(first estimate = last context latent)", config.init)
         log.info("--init %s: %d tensors copied, %d widened (new input channels zero), %d new, "
                  "%d dropped", config.init, counts["copied"], counts["widened"], counts["new"],
                  counts["dropped"])

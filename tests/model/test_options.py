@@ -21,8 +21,8 @@ from training.state import load_partial
 from training.train import train
 
 ALL = {"temporal_shift": True, "attention_order": "sts", "temporal_position_bias": True,
-       "translator_kind": "stc", "dual_condition": True, "intensity_loss": True,
-       "exceedance_condition": True}
+       "translator_kind": "stc", "dual_condition": True, "translator_residual": True,
+       "intensity_loss": True, "exceedance_condition": True}
 SINGLE = [{key: value} for key, value in ALL.items()]
 # options whose new parts start as identity (zero-initialised outputs, zeroed new input slices)
 IDENTITY_AT_START = {"attention_order": "sts", "temporal_position_bias": True,
@@ -147,6 +147,27 @@ def test_partial_init_copies_matching_tensors_and_identity_options_start_as_the_
     torch.testing.assert_close(b.members, a.members, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["gsta", "stc"])
+def test_residual_translator_from_a_plain_checkpoint_starts_at_persistence_of_the_last_latent(
+        base_config, kind):
+    torch.manual_seed(0)
+    plain = STLDM(with_options(base_config, translator_kind=kind)).eval()
+    model = STLDM(with_options(base_config, translator_kind=kind, translator_residual=True)).eval()
+    assert load_partial(model, plain.state_dict())["copied"] == len(plain.state_dict())
+    z = torch.randn(2, base_config.t_in, base_config.latent_channels, 8, 8)
+    mean, logvar = model.translator(z)
+    # copied weights: the old prediction plus the last latent
+    torch.testing.assert_close(mean, plain.translator(z)[0] + z[:, -1:])
+    model.translator.zero_mean_output()
+    mean, logvar_after = model.translator(z)
+    torch.testing.assert_close(mean, z[:, -1:].expand_as(mean), rtol=0, atol=0)
+    torch.testing.assert_close(logvar_after, logvar)  # the variance head is kept
+    x, _ = frames(base_config)
+    first = model.forecast(x, members=1, steps=1).first_estimate
+    # every lead of the first estimate is the same frame: the decoded last context latent
+    torch.testing.assert_close(first, first[:, :1].expand_as(first), rtol=0, atol=1e-6)
+
+
 def test_options_flag_parses_key_values_and_names_bad_ones():
     options = parse_options("temporal_shift=true, attention_order=sts,intensity_thresholds=1:4:8")
     assert options == OptionsConfig(temporal_shift=True, attention_order="sts")
@@ -176,7 +197,8 @@ class RandomWindows(Dataset):
         return {"x": x[0], "y": y[0], "valid": valid}
 
 
-def test_fine_tuning_with_options_from_a_plain_checkpoint_records_them(base_config, tmp_path):
+def test_fine_tuning_with_options_from_a_plain_checkpoint_records_them(base_config, tmp_path, caplog):
+    caplog.set_level("INFO", logger="training.train")
     torch.manual_seed(0)
     init = save_checkpoint(STLDM(base_config), tmp_path / "init")
     run = TrainConfig(init=str(init), t_in=base_config.t_in, t_out=base_config.t_out,
@@ -186,6 +208,11 @@ def test_fine_tuning_with_options_from_a_plain_checkpoint_records_them(base_conf
     out = train(run, datasets=(RandomWindows(4, base_config), RandomWindows(2, base_config)))
     model = load_checkpoint(out / "last")
     assert model.config.options == OptionsConfig(exceedance_condition=True, temporal_shift=True)
+    residual = train(dataclasses.replace(run, out=str(tmp_path / "residual"),
+                                         options="translator_residual=true"),
+                     datasets=(RandomWindows(4, base_config), RandomWindows(2, base_config)))
+    assert load_checkpoint(residual / "last").config.options == OptionsConfig(translator_residual=True)
+    assert "mean head starts at zero" in caplog.text
     with pytest.raises(ValueError, match="resumed run"):
         train(dataclasses.replace(run, resume=True, options="dual_condition=true"),
               datasets=(RandomWindows(4, base_config), RandomWindows(2, base_config)))
