@@ -102,7 +102,7 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
         counts = load_partial(model, init.state_dict())
         if model_config.options.translator_residual and not init.config.options.translator_residual:
             # the copied mean head predicted whole latents: restart it at persistence
-            model.translator.zero_mean_output()  # type: ignore[operator]
+            model.translator.zero_mean_output()
             log.info("--init %s: translator_residual, the translator's mean head starts at zero "
                      "(first estimate = last context latent)", config.init)
         log.info("--init %s: %d tensors copied, %d widened (new input channels zero), %d new, "
