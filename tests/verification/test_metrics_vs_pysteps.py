@@ -143,10 +143,11 @@ def assert_fss_matches_pysteps(cases: list[RainCase], scales: tuple[int, ...], *
     acc = FSSAccumulator(THRESHOLDS, N_LEADS, scales=scales)
     for case in cases:
         acc.add(case.members, case.truth, case.valid)
+    scores = acc.scores()
     for i, scale in enumerate(scales):
         for j, thr in enumerate(THRESHOLDS):
             ref = pysteps_fss(cases, thr.mmh, scale, masked=masked)
-            np.testing.assert_allclose(acc.scores()[i, j], ref, rtol=1e-10, err_msg=f"{scale} {thr.label}")
+            np.testing.assert_allclose(scores[i, j], ref, rtol=1e-10, err_msg=f"{scale} {thr.label}")
 
 
 def test_fss_matches_pysteps_where_every_cell_has_data(cases):
