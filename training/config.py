@@ -20,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVENTS = REPO_ROOT.parent / "shared" / "radar" / "events"
 SYNTHETIC_WINDOWS = (512, 32)  # train, validation windows of --synthetic
 
+# what chooses <out>/best, and the validation metric it minimises
+SELECTIONS = {"loss": "loss_total", "skill": "crps_ensemble"}
+
 HELP = {
     "name": "run name; the output folder defaults to runs/<name>",
     "data": f"radar event files or folders of them (none given: {DEFAULT_EVENTS})",
@@ -61,6 +64,9 @@ HELP = {
     "val_batches": "validation batches for the loss terms",
     "val_members": "ensemble members of the validation forecast (0: skip it)",
     "val_steps": "DDIM steps of the validation forecast",
+    "val_skill_batches": "validation batches of the ensemble skill check (its CRPS is their mean)",
+    "select": "what chooses <out>/best: loss (lowest validation loss) or skill (lowest ensemble "
+              "CRPS of the skill check, the sampled members themselves)",
     "out": "output folder (none given: runs/<name>)", "resume": "continue from <out>/last",
     "num_workers": "data-loader worker processes",
     "max_minutes": "wall-clock budget: stop, validate and save when exceeded (0: none)",
@@ -118,6 +124,8 @@ class TrainConfig:
     val_batches: int = 8
     val_members: int = 2
     val_steps: int = 10
+    val_skill_batches: int = 1
+    select: str = "loss"
     out: str = ""
     resume: bool = False
     num_workers: int = 0
@@ -131,11 +139,16 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for knob in ("steps", "batch_size", "eval_every", "log_every", "val_batches", "val_steps"):
+        for knob in ("steps", "batch_size", "eval_every", "log_every", "val_batches", "val_steps",
+                     "val_skill_batches"):
             if getattr(self, knob) < 1:
                 raise ValueError(f"{knob} must be >= 1, got {getattr(self, knob)}")
         if self.advection not in ADVECTIONS:
             raise ValueError(f"advection must be one of {ADVECTIONS}, got {self.advection!r}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {tuple(SELECTIONS)}, got {self.select!r}")
+        if self.select == "skill" and self.val_members < 1:
+            raise ValueError("select='skill' needs the skill check: val_members must be >= 1")
         if self.motion_kmh < 0:
             raise ValueError(f"motion_kmh must be >= 0, got {self.motion_kmh}")
         if self.motion_kmh and self.advection == "dense":

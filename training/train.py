@@ -33,7 +33,7 @@ from model.checkpoint import load_checkpoint
 from model.config import STLDMConfig
 from model.stldm import STLDM
 from radar.split import SplitRule
-from training.config import SYNTHETIC_WINDOWS, TrainConfig, config_from_args, parse_options
+from training.config import SELECTIONS, SYNTHETIC_WINDOWS, TrainConfig, config_from_args, parse_options
 from training.distributed import agree, gather_rng, setup, teardown
 from training.ema import EMA
 from training.logging_utils import JsonlLog, hardware_summary, rounded
@@ -190,7 +190,8 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
                                   shuffle=len(val_ds) > 0,  # a fixed, seeded subset every time
                                   generator=torch.Generator().manual_seed(config.seed)),
                 strategy=config.strategy, max_batches=config.val_batches, members=config.val_members,
-                steps=config.val_steps, seed=config.seed, device=device, autocast=autocast))
+                steps=config.val_steps, skill_batches=config.val_skill_batches, seed=config.seed,
+                device=device, autocast=autocast))
             model.train()
             apply_strategy(model, config.strategy)  # frozen parts back to eval mode
             wall = wall_before + time.monotonic() - started
@@ -199,8 +200,9 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
                                   "wall_seconds": round(wall, 1), "hardware": hardware,
                                   "data": data_summary},
                      "validation": metrics}
-            improved = "loss_total" in metrics and metrics["loss_total"] < best
-            best = metrics["loss_total"] if improved else best
+            chosen_by = SELECTIONS[config.select]
+            improved = chosen_by in metrics and metrics[chosen_by] < best
+            best = metrics[chosen_by] if improved else best
             state = {"step": step, "optimizer": optimiser.state_dict(), "rng": rng, "best_val": best,
                      "wall_seconds": wall}
             if ema is not None:

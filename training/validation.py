@@ -22,7 +22,8 @@ from verification.ensemble_metrics import CRPSAccumulator
 
 @torch.no_grad()
 def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int, members: int,
-             steps: int, seed: int, device: torch.device, autocast: bool) -> dict[str, float]:
+             steps: int, seed: int, device: torch.device, autocast: bool,
+             skill_batches: int = 1) -> dict[str, float]:
     """Mean validation metrics of ``model`` (left in eval mode; the caller restores training mode).
 
     Parameters
@@ -30,19 +31,20 @@ def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int,
     batches : loader of dicts with "x" (B, T_in, H, W), "y" (B, T_out, H, W), pixels in [0, 1],
         and "valid" (B, T_in + T_out, H, W) bool.
     max_batches : number of batches for the loss terms.
-    members, steps : ensemble size and DDIM steps of the skill check on the first batch
-        (``members = 0`` skips it).
+    members, steps : ensemble size and DDIM steps of the skill check (``members = 0`` skips it).
+    skill_batches : the skill check runs on this many first batches (at most ``max_batches``)
+        and reports the mean of their scores.
 
     Returns
     -------
-    ``loss_<term>`` means over the batches and, for the first batch, the fair CRPS in pixels of
-    the ensemble (``crps_ensemble``), of the decoded first estimate (``crps_first_estimate``)
-    and of persistence, the last input frame (``crps_persistence``). Empty when there are no
-    batches.
+    ``loss_<term>`` means over the batches and, averaged over the first ``skill_batches`` batches,
+    the fair CRPS in pixels of the ensemble (``crps_ensemble``), of the decoded first estimate
+    (``crps_first_estimate``) and of persistence, the last input frame (``crps_persistence``).
+    Empty when there are no batches.
     """
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
+    count = checked = 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -55,11 +57,13 @@ def validate(model, batches: Iterable[dict], *, strategy: str, max_batches: int,
                 terms = stldm_loss(model, x, y, strategy=strategy, valid=valid, step=step).as_floats()
             for name, value in terms.items():
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
-            if count == 0 and members > 0:
-                sums.update(skill(model, x, y, valid[:, x.shape[1]:], step, members=members, steps=steps,
-                                  seed=seed, autocast=autocast))
+            if checked < skill_batches and members > 0:
+                for name, value in skill(model, x, y, valid[:, x.shape[1]:], step, members=members,
+                                         steps=steps, seed=seed, autocast=autocast).items():
+                    sums[name] = sums.get(name, 0.0) + value
+                checked += 1
             count += 1
-    return {k: (v / count if k.startswith("loss_") else v) for k, v in sums.items()}
+    return {k: v / (count if k.startswith("loss_") else checked) for k, v in sums.items()}
 
 
 def skill(model, x: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, step: torch.Tensor | None, *,

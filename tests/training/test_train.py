@@ -130,6 +130,36 @@ def test_training_lowers_the_loss_and_writes_the_log_and_loadable_checkpoints(
     assert (out / "last" / STATE_FILE).is_file() and not (out / "best" / STATE_FILE).exists()
 
 
+def test_select_skill_keeps_the_checkpoint_with_the_best_sampled_ensemble(
+        micro_config, micro_checkpoint, blobs, tmp_path):
+    config = micro_run(micro_config, micro_checkpoint, tmp_path / "run", steps=30, eval_every=10,
+                       val_batches=2, val_members=2, val_steps=2, val_skill_batches=2, select="skill")
+    out = train(config, datasets=blobs)
+
+    vals = [r for r in read_jsonl(out / "log.jsonl") if r["kind"] == "val"]
+    assert [r["step"] for r in vals] == [10, 20, 30]
+    best = json.loads((out / "best" / "manifest.json").read_text())
+    assert best["validation"]["crps_ensemble"] == min(r["crps_ensemble"] for r in vals)
+    assert best["training"]["step"] == min(vals, key=lambda r: r["crps_ensemble"])["step"]
+
+
+def test_validate_averages_the_skill_check_over_its_batches(micro_config, micro_checkpoint, blobs):
+    from torch.utils.data import DataLoader
+
+    from training.validation import validate
+
+    model = load_checkpoint(micro_checkpoint)
+    loader = DataLoader(blobs[1], batch_size=2)
+    kwargs = {"strategy": "end_to_end", "members": 2, "steps": 2, "seed": 0,
+              "device": torch.device("cpu"), "autocast": False}
+    both = validate(model, loader, max_batches=2, skill_batches=2, **kwargs)
+    first = validate(model, loader, max_batches=1, skill_batches=1, **kwargs)
+    second = validate(model, list(loader)[1:], max_batches=1, skill_batches=1, **kwargs)
+    for name in ("crps_ensemble", "crps_persistence"):
+        assert both[name] == pytest.approx((first[name] + second[name]) / 2, rel=1e-6), name
+    assert both["loss_total"] != first["loss_total"]  # the loss still averages over both batches
+
+
 def test_resume_continues_the_step_optimizer_and_weights_of_an_uninterrupted_run(
         micro_config, micro_checkpoint, blobs, tmp_path):
     """Stopped by the time budget after steps 1 and 2, then resumed: bitwise the same run."""
@@ -194,6 +224,10 @@ def test_invalid_settings_raise_value_errors_naming_the_choices(capsys):
         TrainConfig(strategy="everything")
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="skill"):
+        TrainConfig(select="best")
+    with pytest.raises(ValueError, match="val_members"):
+        TrainConfig(select="skill", val_members=0)
     assert main(["train", "--strategy", "everything"]) == 2  # routed to training, clean error
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--help"])
