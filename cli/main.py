@@ -93,7 +93,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     for line in run_bench(presets=args.presets, members=args.members, repeats=args.repeats,
                           event=args.event or DEFAULT_EVENT, with_pysteps=not args.no_pysteps,
-                          threads=args.threads):
+                          threads=args.threads, compose_paper_on_cpu=not args.full,
+                          precisions=args.precision):
         print(line, flush=True)
     return 0
 
@@ -152,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pysteps", action="store_true", help="skip the pysteps STEPS timing")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1, as a service worker; the paper target is at 2)")
+    p.add_argument("--precision", nargs="+", choices=("float32", "bfloat16"), default=None,
+                   help="the denoiser's number formats on the CPU (model.precision; default: float32, "
+                   "and bfloat16 where the CPU has native bfloat16 kernels)")
+    p.add_argument("--full", action="store_true",
+                   help="time the paper preset on the CPU as a full 20-step run, not composed from one step")
     p.set_defaults(func=cmd_bench)
 
     # The training flags live with TrainConfig (training/config.py); they are parsed there so

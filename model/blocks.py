@@ -31,6 +31,14 @@ def layer_norm(x: torch.Tensor, gain: torch.Tensor, dim: int) -> torch.Tensor:
     return (centred * (var + 1e-5).rsqrt() * gain).to(x.dtype)
 
 
+def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.softmax(dim)``; a bfloat16 CPU tensor is computed in float32 and cast back, 2-6x
+    faster than PyTorch's bfloat16 CPU kernel."""
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+        return torch.softmax(x, dim, dtype=torch.float32).to(x.dtype)
+    return x.softmax(dim)
+
+
 def channel_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     """Gain-only layer norm over the channels of ``(N, C, H, W)`` (eps 1e-5, in float32).
 
@@ -73,7 +81,8 @@ def group_norm(x: torch.Tensor, norm: nn.GroupNorm, scale: torch.Tensor | None =
     combined in float64 as that kernel combines them) and the normalisation, the norm's affine
     and the modulation are one ``addcmul`` pass, about 2x faster. Elsewhere ``F.group_norm``.
     """
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or x.shape[1] // norm.num_groups >= 8
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
+            or x.shape[1] // norm.num_groups >= 8
             or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
         h = F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
         return h if scale is None or shift is None else torch.addcmul(shift, h, scale + 1)
@@ -81,6 +90,8 @@ def group_norm(x: torch.Tensor, norm: nn.GroupNorm, scale: torch.Tensor | None =
     groups = norm.num_groups
     pixels = x.permute(0, 2, 3, 1).reshape(n, height * width, c)  # a view: channels-last
     count = height * width * (c // groups)
+    if pixels.dtype != torch.float32:  # statistics in float32, as for a float32 input
+        pixels = pixels.float()
     mean = pixels.sum(dim=1).double().reshape(n, groups, -1).sum(dim=-1) / count  # (N, G)
     square = pixels.square().sum(dim=1).double().reshape(n, groups, -1).sum(dim=-1) / count
     rstd = ((square - mean.square()).clamp_min(0) + norm.eps).rsqrt()
@@ -88,7 +99,7 @@ def group_norm(x: torch.Tensor, norm: nn.GroupNorm, scale: torch.Tensor | None =
     b = norm.bias - (mean * rstd).repeat_interleave(c // groups, dim=1).float() * norm.weight
     if scale is not None and shift is not None:
         a, b = a * (scale[:, :, 0, 0] + 1), torch.addcmul(shift[:, :, 0, 0], b, scale[:, :, 0, 0] + 1)
-    return torch.addcmul(b[:, :, None, None], x, a[:, :, None, None])
+    return torch.addcmul(b[:, :, None, None].to(x.dtype), x, a[:, :, None, None].to(x.dtype))
 
 
 class ResBlock(nn.Module):
@@ -163,7 +174,7 @@ class TimeEmbedding(nn.Module):
         half = self.fourier_dim // 2
         freqs = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
         args = t.float()[:, None] * freqs[None, :]
-        features = torch.cat((args.sin(), args.cos()), dim=-1)
+        features = torch.cat((args.sin(), args.cos()), dim=-1).to(self.linear1.weight.dtype)
         return self.linear2(F.gelu(self.linear1(features)))
 
 
@@ -207,9 +218,9 @@ class PatchLinearAttention(nn.Module):
         # (N, nh, p, nw, p, 3, heads, d) -> (3, N*heads*nh*nw, p*p, d): one copy into patches
         qkv = qkv.reshape(n, nh, p, nw, p, 3, heads, -1).permute(5, 0, 6, 1, 3, 2, 4, 7)
         q, k, v = qkv.reshape(3, n * heads * nh * nw, p * p, -1)
-        q = q.softmax(dim=-1)  # over features
+        q = softmax(q, dim=-1)  # over features
         q = q.mul_(self.scale) if in_place(q) else q * self.scale
-        k = k.softmax(dim=-2)  # over the positions of the patch
+        k = softmax(k, dim=-2)  # over the positions of the patch
         out = q @ (k.transpose(1, 2) @ v)  # (n', p*p, d) @ (n', d, e) -> (n', p*p, e)
         # (N, heads, nh, nw, p, p, e) -> (N, H, W, heads*e): one copy back into the frame
         out = out.reshape(n, heads, nh, nw, p, p, -1).permute(0, 2, 4, 3, 5, 1, 6)
@@ -283,7 +294,7 @@ class TemporalAttention(nn.Module):
         if self.causal:
             future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
             attn = attn.masked_fill(future, float("-inf"))
-        out = attn.softmax(dim=-1) @ v  # (B*H*W, heads, T, d)
+        out = softmax(attn, dim=-1) @ v  # (B*H*W, heads, T, d)
         out = self.to_out(out.transpose(1, 2).reshape(pixels, t, -1))
         out = out.reshape(b, height, width, t, c).permute(0, 3, 4, 1, 2)
         return x + out  # in the layout of x: the transpose back and the residual in one pass

@@ -127,10 +127,13 @@ class Nowcaster:
         self.config = model.config
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu") -> Nowcaster:
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
+                        precision: str = "float32") -> Nowcaster:
+        """Load checkpoint folder ``path``; ``precision`` is the denoiser's (:mod:`model.precision`)."""
         from model.checkpoint import load_checkpoint, read_manifest
+        from model.precision import set_precision
 
-        model = load_checkpoint(path, device=device)
+        model = set_precision(load_checkpoint(path, device=device), precision)
         defaults = NowcastDefaults.from_manifest(read_manifest(path), model.config)
         return cls(model, defaults, model_version=str(getattr(model, "model_version", "unknown")))
 

@@ -97,25 +97,28 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     (N, T, C, h, w) predicted clean latents x0, stored as channels-last frames.
     """
     n = noise.shape[0]
-    x = channels_last_frames(noise)  # the layout the denoiser returns: no conversion per step
+    x = channels_last_frames(noise.float())  # the layout the denoiser returns: no conversion per step
+    dtype = next(denoiser.parameters()).dtype  # a bfloat16 denoiser (model.precision) sees bfloat16
+    cond = cond.to(dtype)
+    extra = None if extra is None else extra.to(dtype)
     guided = guidance != 0
     if guided:
         null = torch.cat((torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)))
         prepared = denoiser.prepare(
-            torch.cat((cond, cond)), torch.cat((x, x)), null=null.to(noise.device),
+            torch.cat((cond, cond)), torch.cat((x, x)).to(dtype), null=null.to(noise.device),
             extra=None if extra is None else torch.cat((extra, extra)),
             step=None if step is None else torch.cat((step, step)))
     else:
-        prepared = denoiser.prepare(cond, x, extra=extra, step=step)
-    for t, t_prev in scheduler.timesteps(steps):
+        prepared = denoiser.prepare(cond, x.to(dtype), extra=extra, step=step)
+    for t, t_prev in scheduler.timesteps(steps):  # the DDIM updates stay in float32
         a, b = scheduler.step_coefficients(t, t_prev)
         if guided:
             times = torch.full((2 * n,), t, dtype=torch.long, device=x.device)
-            v_cond, v_null = denoiser.run(torch.cat((x, x)), times, prepared).float().chunk(2)
+            v_cond, v_null = denoiser.run(torch.cat((x, x)).to(dtype), times, prepared).float().chunk(2)
             x = guided_step(x, v_cond, v_null, a, b, guidance)
         else:
             times = torch.full((n,), t, dtype=torch.long, device=x.device)
-            x = guided_step(x, denoiser.run(x, times, prepared).float(), None, a, b, 0.0)
+            x = guided_step(x, denoiser.run(x.to(dtype), times, prepared).float(), None, a, b, 0.0)
     return x
 
 

@@ -126,7 +126,8 @@ class Worker:
             torch.set_num_threads(settings.model.threads)
         if nowcaster is None:
             nowcaster = Nowcaster.from_checkpoint(settings.model.checkpoint,
-                                                  device=resolve_device(settings.model.device))
+                                                  device=resolve_device(settings.model.device),
+                                                  precision=settings.model.precision)
         if settings.model.steps is not None:  # the operator's choice of DDIM steps
             train_steps = nowcaster.config.diffusion.train_steps
             if not 1 <= settings.model.steps <= train_steps:
@@ -139,7 +140,8 @@ class Worker:
         self.name = name or settings.worker.name or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = WorkerMetrics()
         self.metrics.model.info({"model_version": self.model_version, "worker": self.name,
-                                 "checkpoint": settings.model.checkpoint})
+                                 "checkpoint": settings.model.checkpoint,
+                                 "precision": settings.model.precision})
         self.jobs_done = 0
         self._since = time.time()
         self._held: dict[str, jobs.Claim] = {}

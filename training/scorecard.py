@@ -31,6 +31,7 @@ import torch
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
 from model.options import ADVECTIONS, MATCHINGS, NowcastOptions
+from model.precision import PRECISIONS
 from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
 from verification.metrics import threshold_to_mmh
@@ -215,11 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,
                         help="methods scored next to the ensemble (add steps for pysteps STEPS)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="the denoiser's number format (model.precision); not saved as a default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    nowcaster = Nowcaster.from_checkpoint(args.checkpoint)
+    nowcaster = Nowcaster.from_checkpoint(args.checkpoint, precision=args.precision)
     manifest = read_manifest(args.checkpoint)
     earlier = _init_training(manifest)
     if earlier:

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from model.allocator import keep_freed_memory
 from model.config import STLDMConfig
+from model.precision import bfloat16_supported, dtype_of, set_precision
 from model.stldm import STLDM
 
 DEFAULT_EVENT = Path(__file__).resolve().parents[2] / "shared" / "radar" / "events" / "fmi_20160928.nc"
@@ -65,11 +66,16 @@ def timed(fn, repeats: int, sync) -> float:
 
 def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtype: torch.dtype,
                 repeats: int, compose: bool, step_minutes: int | None = None) -> BenchResult:
+    """On CUDA a non-float32 ``dtype`` runs the networks under autocast; on the CPU it is the
+    denoiser's precision (:mod:`model.precision`), as a worker with that setting runs."""
     config = STLDMConfig.preset_named(preset, t_in=x.shape[1], size=x.shape[-1])
     model = STLDM(config).to(device).eval()
     x = x.to(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    amp = None if dtype == torch.float32 else dtype
+    amp = None if dtype == torch.float32 or device == "cpu" else dtype
+    if device == "cpu":
+        set_precision(model, str(dtype).removeprefix("torch."))
+    net = next(model.denoiser.parameters()).dtype
     step = step_minutes if step_minutes in config.step_minutes else None  # None: no step embedding
 
     def run(steps: int) -> None:
@@ -84,6 +90,7 @@ def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtyp
     z = torch.randn(2 * members, config.t_out, config.latent_channels, latent, latent, device=device)
     t = torch.full((2 * members,), 10, device=device)
     cond = torch.randn_like(z)
+    z, cond = z.to(net), cond.to(net)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model.denoiser(z, t, cond)
     call_flop = counter.get_total_flops()
@@ -123,8 +130,12 @@ def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int
 
 
 def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | None,
-              with_pysteps: bool, compose_paper_on_cpu: bool = True, threads: int = 1) -> list[str]:
-    """Run the benchmark at ``threads`` torch threads and return the printed lines."""
+              with_pysteps: bool, compose_paper_on_cpu: bool = True, threads: int = 1,
+              precisions: list[str] | None = None) -> list[str]:
+    """Run the benchmark at ``threads`` torch threads and return the printed lines.
+
+    ``precisions``: the denoiser's formats timed on the CPU (default float32, and bfloat16 where
+    the CPU has native bfloat16 kernels)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
@@ -134,7 +145,9 @@ def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | N
     frames, step = sample_input(config, event)
     transform = config.transform
     x = torch.from_numpy(transform.to_pixel(frames, "mm/h"))[None]
-    targets = [("cpu", torch.float32)]
+    if precisions is None:
+        precisions = ["float32"] + (["bfloat16"] if bfloat16_supported(torch.device("cpu")) else [])
+    targets = [("cpu", dtype_of(p)) for p in precisions]
     if torch.cuda.is_available():
         targets.append(("cuda", torch.bfloat16))
     lines.append(f"input: {'real radar ' + event.name if event and event.is_file() else 'synthetic'}"
@@ -160,5 +173,5 @@ def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | N
             lines.append(f"pysteps STEPS  cpu    float64   {seconds:11.2f}  (same input, members, leads)")
             for r in results:
                 if r.device == "cpu":
-                    lines.append(f"ratio {r.preset}/pysteps on cpu: {r.seconds / seconds:.2f}")
+                    lines.append(f"ratio {r.preset} ({r.dtype})/pysteps on cpu: {r.seconds / seconds:.2f}")
     return lines

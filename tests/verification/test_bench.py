@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from model.precision import bfloat16_supported
 from verification import bench_gpu
 from verification.bench import run_bench
 
@@ -49,7 +50,23 @@ def test_nowcast_bench_reports_threads_and_the_steps_ratio():
     text = "\n".join(lines)
     assert "1 CPU threads" in text and "small" in text
     if "not installed" not in text:
-        assert "ratio small/pysteps on cpu:" in text
+        assert "ratio small (float32)/pysteps on cpu:" in text
+        if bfloat16_supported(torch.device("cpu")):  # the faster worker setting is timed too
+            assert "ratio small (bfloat16)/pysteps on cpu:" in text
+
+
+def test_nowcast_bench_times_the_paper_preset_in_bfloat16_composed():
+    if not bfloat16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16 kernels")
+    threads = torch.get_num_threads()
+    try:
+        lines = run_bench(presets=["paper"], members=1, repeats=1, event=None, with_pysteps=False,
+                          threads=2, precisions=["bfloat16"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line.split() for line in lines if line.startswith("paper")]
+    assert len(rows) == 1 and rows[0][1:3] == ["cpu", "bfloat16"]
+    assert float(rows[0][3]) > 0 and "1 step + 19 denoiser calls" in lines[-1]
 
 
 def test_nowcast_bench_refuses_zero_threads():
