@@ -40,7 +40,7 @@ def match_cdf(fields: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                          f"{tuple(fields.shape)} and {tuple(target.shape)}")
     b, n, h, w = fields.shape
     flat = fields.reshape(b, n, h * w)
-    ranks = flat.argsort(dim=-1).argsort(dim=-1)  # (B, N, HW), 0 = smallest
+    order = flat.argsort(dim=-1, stable=True)  # (B, N, HW): order[..., j] is the j-th smallest pixel
     out = flat.clone()
     for i in range(b):
         values = target[i].reshape(-1)
@@ -53,5 +53,5 @@ def match_cdf(fields: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             hi = (lo + 1).clamp(max=values.numel() - 1)
             frac = pos - lo.to(pos.dtype)
             values = values[lo] * (1 - frac) + values[hi] * frac
-        out[i] = values[ranks[i]]
+        out[i].scatter_(-1, order[i], values.expand(n, -1))  # the j-th smallest gets values[j]
     return out.reshape(b, n, h, w)

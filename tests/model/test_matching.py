@@ -19,6 +19,16 @@ def test_matched_field_has_the_target_values_in_the_forecast_order():
         assert torch.equal(out[0, n].flatten().argsort(), fields[0, n].flatten().argsort())
 
 
+def test_tied_forecast_pixels_take_the_target_values_in_pixel_order():
+    """A dry forecast area (all ties) gets the target's smallest values in reading order,
+    whatever the sort's algorithm: the result is reproducible across machines."""
+    fields = torch.zeros(1, 1, 2, 3)
+    fields[0, 0, 1, 2] = 1.0  # one wet pixel, five tied dry ones
+    target = torch.tensor([[[0.5, 0.1, 0.9], [0.3, 0.2, 0.4]]])
+    out = match_cdf(fields, target)
+    assert out[0, 0].flatten().tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])
+
+
 def test_matching_restores_intensity_lost_by_a_smoothed_forecast():
     target = torch.zeros(1, 16, 16)
     target[0, 4:8, 4:8] = 0.8  # a strong cell
