@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from model.options import PRECISIONS
+
 log = logging.getLogger("nowcast")
 
 DEFAULT_CHECKPOINT = Path("checkpoints/default")
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pysteps", action="store_true", help="skip the pysteps STEPS timing")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1, as a service worker; the paper target is at 2)")
-    p.add_argument("--precision", nargs="+", choices=("float32", "bfloat16"), default=None,
+    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=None,
                    help="the denoiser's number formats on the CPU (model.precision; default: float32, "
                    "and bfloat16 where the CPU has native bfloat16 kernels)")
     p.add_argument("--full", action="store_true",

@@ -20,6 +20,7 @@ from model.products import DEFAULT_THRESHOLDS
 
 ADVECTIONS = ("dense", "bulk", "none")
 MATCHINGS = ("none", "cdf")
+PRECISIONS = ("float32", "bfloat16")  # the denoiser's number format (model/precision.py)
 MAX_THRESHOLDS = 16
 
 

@@ -19,7 +19,8 @@ from typing import TypeVar
 
 import torch
 
-PRECISIONS = ("float32", "bfloat16")
+from model.options import PRECISIONS
+
 Model = TypeVar("Model", bound=torch.nn.Module)
 
 
@@ -43,7 +44,7 @@ def set_precision(model: Model, precision: str) -> Model:
 
     The sampler (:func:`model.sampler.sample_latents`) feeds the denoiser in the dtype of its
     weights and brings its output back to float32. Raises ``ValueError`` for bfloat16 on a
-    device without native bfloat16 kernels, where emulation would be slower than float32.
+    device without native bfloat16 kernels (measured only where they exist).
     """
     dtype = dtype_of(precision)
     denoiser = getattr(model, "denoiser", None)
