@@ -30,8 +30,7 @@ import torch
 
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, MATCHINGS, NowcastOptions
-from model.precision import PRECISIONS
+from model.options import ADVECTIONS, MATCHINGS, PRECISIONS, NowcastOptions
 from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
 from verification.metrics import threshold_to_mmh

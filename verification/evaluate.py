@@ -53,8 +53,7 @@ import numpy as np
 
 from model.checkpoint import read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, MATCHINGS, NowcastOptions
-from model.precision import PRECISIONS
+from model.options import ADVECTIONS, MATCHINGS, PRECISIONS, NowcastOptions
 from radar.split import SplitRule, Window, WindowShape, windows_of
 from verification.baselines import extrapolation_nowcast, steps_nowcast
 from verification.metrics import PAPER_THRESHOLDS_255, Threshold, threshold_to_mmh
@@ -377,7 +376,9 @@ def summary_markdown(result: dict) -> str:
                                           for v in cells])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return (f"# Held-out verification of {result['model_version']}\n\nOptions: {result['nowcast_options']}."
+    precision = result["options"].get("precision", "float32")
+    return (f"# Held-out verification of {result['model_version']}\n\nOptions: {result['nowcast_options']}; "
+            f"denoiser in {precision}."
             f" Member CSI counts every member; CRPS is the fair ensemble CRPS in mm/h; Brier at 1 mm/h; "
             f"spread/skill is the ensemble spread over the RMSE of the ensemble mean.\n\n"
             + "\n".join(lines))

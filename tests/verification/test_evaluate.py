@@ -96,6 +96,7 @@ def test_evaluate_scores_the_held_out_windows_of_each_network_at_its_step(tmp_pa
     assert result["timing"]["ratio_stldm_over_steps"] > 0
     report = (out / "report.md").read_text()
     assert report.startswith("# Held-out verification") and "| bb @2 min | steps |" in report
+    assert "; denoiser in float32." in report  # a report says which precision produced it
     for name in ("scores_vs_lead.png", "reliability.png", "rank_histograms.png"):
         assert (out / "aa_5min" / name).stat().st_size > 1000
 
