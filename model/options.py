@@ -22,6 +22,7 @@ ADVECTIONS = ("dense", "bulk", "none")
 MATCHINGS = ("none", "cdf")
 PRECISIONS = ("float32", "bfloat16")  # the denoiser's number format (model/precision.py)
 MAX_THRESHOLDS = 16
+MAX_DETAIL_LIFETIME = 10000.0  # minutes: longer is no fading within any forecast served
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,10 @@ class NowcastOptions:
     request's seed (member ``k`` starts from noise drawn by a generator seeded from the hash of
     ``(seed, k)``, so it does not depend on its batch-mates); ``matching`` and ``advection`` as
     :meth:`model.stldm.STLDM.forecast`; ``motion_spread`` the size of the member-wise motion
-    perturbations of the dense frame (1.0 = STEPS'); ``thresholds`` of the exceedance
-    probabilities in mm/h.
+    perturbations of the dense frame (1.0 = STEPS'); ``detail_lifetime`` the minutes over which
+    the detail of the last input frame that the VAE does not reconstruct fades from the members
+    (0: none; :func:`model.sampler.forecast`); ``thresholds`` of the exceedance probabilities in
+    mm/h.
     """
 
     members: int
@@ -43,6 +46,7 @@ class NowcastOptions:
     matching: str
     advection: str
     motion_spread: float
+    detail_lifetime: float
     thresholds: tuple[float, ...]
 
     def group_key(self) -> tuple:
@@ -67,6 +71,7 @@ class NowcastDefaults:
     matching: str = "cdf"
     advection: str = "none"
     motion_spread: float = 0.0
+    detail_lifetime: float = 0.0
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
     @classmethod
@@ -87,6 +92,7 @@ class NowcastDefaults:
             matching=str(block.get("matching", "cdf")),
             advection=str(block.get("advection", training.get("advection") or "none")),
             motion_spread=float(block.get("motion_spread", 0.0)),
+            detail_lifetime=float(block.get("detail_lifetime", 0.0)),
             thresholds=tuple(float(t) for t in block.get("thresholds", DEFAULT_THRESHOLDS)),
         )
 
@@ -95,8 +101,8 @@ class NowcastDefaults:
 
     def resolve(self, *, members: int | None = None, steps: int | None = None, guidance: float | None = None,
                 seed: int = 0, matching: str | None = None, advection: str | None = None,
-                motion_spread: float | None = None, thresholds: Sequence[float] | None = None,
-                train_steps: int = 50) -> NowcastOptions:
+                motion_spread: float | None = None, detail_lifetime: float | None = None,
+                thresholds: Sequence[float] | None = None, train_steps: int = 50) -> NowcastOptions:
         """The options of a nowcast, ``None`` taking these defaults; ``ValueError`` naming the
         valid range of a bad one (``train_steps`` bounds the DDIM steps)."""
         opts = NowcastOptions(
@@ -107,6 +113,7 @@ class NowcastDefaults:
             matching=self.matching if matching is None else matching,
             advection=self.advection if advection is None else advection,
             motion_spread=self.motion_spread if motion_spread is None else float(motion_spread),
+            detail_lifetime=self.detail_lifetime if detail_lifetime is None else float(detail_lifetime),
             thresholds=tuple(float(t) for t in (self.thresholds if thresholds is None else thresholds)),
         )
         checks = [
@@ -118,6 +125,8 @@ class NowcastDefaults:
             (opts.advection in ADVECTIONS, f"advection must be one of {ADVECTIONS}, got {opts.advection!r}"),
             (0.0 <= opts.motion_spread <= 10.0,
              f"motion_spread must be in [0, 10], got {opts.motion_spread}"),
+            (0.0 <= opts.detail_lifetime <= MAX_DETAIL_LIFETIME,
+             f"detail_lifetime must be in [0, {MAX_DETAIL_LIFETIME:g}] minutes, got {opts.detail_lifetime}"),
             (1 <= len(opts.thresholds) <= MAX_THRESHOLDS
              and all(np.isfinite(t) and t >= 0 for t in opts.thresholds),
              f"thresholds must be 1 to {MAX_THRESHOLDS} finite rain rates >= 0 mm/h, "

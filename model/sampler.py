@@ -171,7 +171,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
              autocast_dtype: torch.dtype | None = None, matching: str = "none",
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-             cell_km: float | None = None) -> Forecast:
+             cell_km: float | None = None, detail_lifetime: float = 0.0) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -199,6 +199,11 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
     motion_spread : with ``advection="dense"``, scale of the member-wise motion perturbations
         (STEPS' ``bps``; 1.0: pysteps' sizes, 0: none); needs ``step_minutes`` and ``cell_km``.
     cell_km : grid spacing in km, for ``motion_spread``.
+    detail_lifetime : minutes; when > 0, the detail of the last input frame that the VAE does not
+        reproduce (its pixels minus the decoding of its latent, in the forecast frame) is added
+        to every member and lead ``l`` minutes ahead with weight ``exp(-l / detail_lifetime)``,
+        as Lagrangian persistence of what the latent model cannot represent (small cells, sharp
+        edges); 0 returns the members as decoded.
     step_minutes : minutes between the input frames (and the lead times), one of
         ``model.config.step_minutes`` for a model with a step embedding; None for a model
         without one.
@@ -225,6 +230,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
     config.check_step(step_minutes)
     if motion_spread < 0:
         raise ValueError(f"motion_spread must be >= 0, got {motion_spread}")
+    if detail_lifetime < 0:
+        raise ValueError(f"detail_lifetime must be >= 0 minutes, got {detail_lifetime}")
     b = x.shape[0]
     observed = x
     if advection == "bulk":
@@ -267,6 +274,12 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
                             step=None if step is None else step.repeat_interleave(members))
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
+    if detail_lifetime > 0:  # the input's detail the VAE does not reproduce, fading with lead time
+        last = decode_frames(model.vae, mean.float().reshape(b, config.t_in, *latent_shape)[:, -1])
+        detail = x[:, -1].to(out) - last.float().reshape(b, *x.shape[-2:])
+        leads = (step_minutes or 5) * torch.arange(1, config.t_out + 1, device=out.device).float()  # minutes
+        weight = torch.exp(-leads / detail_lifetime)[None, None, :, None, None]
+        out = out.addcmul_(weight, detail[:, None, None]).clamp_(0, 1)
     first = first.float()
     if advection == "bulk":
         shift = shift.to(out.device)

@@ -36,6 +36,7 @@ class JobRequest(BaseModel):
     matching: Literal["cdf", "none"] | None = None
     advection: Literal["dense", "bulk", "none"] | None = None
     motion_spread: float | None = None
+    detail_lifetime: float | None = None
     grid_spacing_km: float | None = Field(None, description="cell size in km (the grid's, after resampling)")
     crs: str | None = Field(None, description="CRS of y and x (EPSG code, proj4 or WKT)")
     y: list[float] | None = Field(None, description="(H,) cell centres, row 0 first, in the CRS's units")
@@ -60,6 +61,7 @@ class ResultMeta(BaseModel):
     matching: str
     advection: str
     motion_spread: float
+    detail_lifetime: float = 0.0  # results stored before the option existed have none
     steps: int
     batch_jobs: int
     worker: str

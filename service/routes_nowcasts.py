@@ -202,7 +202,8 @@ async def submit_nowcast(
     try:  # the worker resolves the same way; a bad combination is refused here, not after queueing
         resolved = info.defaults.resolve(
             members=options.members, guidance=options.guidance, seed=options.seed, matching=options.matching,
-            advection=options.advection, motion_spread=options.motion_spread, thresholds=options.thresholds)
+            advection=options.advection, motion_spread=options.motion_spread,
+            detail_lifetime=options.detail_lifetime, thresholds=options.thresholds)
     except ValueError as err:
         raise InputError(str(err)) from err
     height, width = data.values.shape[1:]
@@ -225,6 +226,7 @@ async def submit_nowcast(
         shape=list(data.values.shape), unit=data.unit, timestamps=data.timestamps, step_minutes=step,
         members=options.members, thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
         matching=options.matching, advection=options.advection, motion_spread=options.motion_spread,
+        detail_lifetime=options.detail_lifetime,
         source=data.source, **data.grid,
         # the checkpoint's conventions, so that the result's metadata can state them
         rain_min=info.transform.rain_min,

@@ -93,6 +93,12 @@ class NowcastOptions(BaseModel):
         None, ge=0.0, le=10.0, description="with advection 'dense', the size of the member-wise "
         "motion perturbations (STEPS' bps; 1.0: pysteps' sizes, 0: none)",
     )
+    detail_lifetime: float | None = Field(
+        None, ge=0.0, le=10000.0, description="minutes over which the detail of the last input frame "
+        "that the model's autoencoder does not reproduce (small cells, sharp edges) fades from the "
+        "members: it is added back to every member in the forecast frame with weight "
+        "exp(-lead / detail_lifetime); 0: members as decoded",
+    )
     resample: bool = Field(
         False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
         "cell_km) when the grid is finer; without it a grid far from that size is refused (422). The "
@@ -239,6 +245,7 @@ class ResultMetadata(BaseModel):
     matching: str | None = None
     advection: str | None = None
     motion_spread: float | None = None
+    detail_lifetime: float | None = None
     steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)

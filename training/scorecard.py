@@ -149,7 +149,8 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict]) -> str:
                 "" if v is None else f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}" for v in cells) + " |")
     trial_rows = "\n".join(
         f"| {t['options']['advection']} | {t['options']['matching']} | {t['options']['motion_spread']} | "
-        f"{t['options']['guidance']} | {t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
+        f"{t['options']['guidance']} | {t['options'].get('detail_lifetime', 0.0)} | "
+        f"{t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
     return f"""# Default model: {manifest['model_version']}
 
 STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
@@ -176,8 +177,8 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 the lowest mean fair CRPS (mm/h, all groups and leads) is the checkpoint's default (`manifest.json`,
 `nowcast`): {json.dumps(chosen['options'])}.
 
-| advection | matching | motion_spread | guidance | CRPS |
-|---|---|---|---|---|
+| advection | matching | motion_spread | guidance | detail_lifetime | CRPS |
+|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0],
                         help="sizes of the member-wise motion perturbations to try (dense frame)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[0.0],
+                        help="minutes over which the input's detail the VAE does not reproduce fades "
+                        "from the members (0: none) to try")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="score about this many windows, evenly spaced over the split")
@@ -232,10 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                          f"{nowcaster.config.size} cells in its split; nothing to choose the defaults on")
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
-    for advection, matching, spread, guidance in itertools.product(frames, args.matching, args.motion_spread,
-                                                                   args.guidance):
+    for advection, matching, spread, guidance, lifetime in itertools.product(
+            frames, args.matching, args.motion_spread, args.guidance, args.detail_lifetime):
         options = nowcaster.options(members=args.members, steps=args.steps, guidance=guidance,
-                                    matching=matching, advection=advection, motion_spread=spread)
+                                    matching=matching, advection=advection, motion_spread=spread,
+                                    detail_lifetime=lifetime)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})

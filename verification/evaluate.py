@@ -5,7 +5,7 @@ cells, in mm/h:
 
 - ``stldm``: the STLDM ensemble exactly as the service delivers it (``model.nowcast.Nowcaster``
   with the checkpoint's defaults, seed ``seed + window``; ``--matching``, ``--advection``,
-  ``--motion-spread``, ``--steps`` and ``--guidance`` override a default);
+  ``--motion-spread``, ``--detail-lifetime``, ``--steps`` and ``--guidance`` override a default);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
@@ -83,6 +83,7 @@ class EvaluateOptions:
     matching: str | None = None
     advection: str | None = None
     motion_spread: float | None = None
+    detail_lifetime: float | None = None
     guidance: float | None = None
     steps: int | None = None
     allow_training_data: bool = False
@@ -241,7 +242,8 @@ def score_windows(nowcaster: Nowcaster, windows: list[Window], options: NowcastO
             out = nowcaster.nowcast(x, unit="mm/h", timestamps=times, members=options.members,
                                     steps=options.steps, guidance=options.guidance, seed=seed + i,
                                     matching=options.matching, advection=options.advection,
-                                    motion_spread=options.motion_spread)
+                                    motion_spread=options.motion_spread,
+                                    detail_lifetime=options.detail_lifetime)
             seconds["stldm"].append(time.perf_counter() - start)
             forecasts["stldm"] = out.members
             forecasts["stldm_first_estimate"] = out.first_estimate[None]
@@ -282,7 +284,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
     nowcaster = Nowcaster.from_checkpoint(opts.checkpoint, precision=opts.precision)
     options = nowcaster.options(members=opts.members, steps=opts.steps, guidance=opts.guidance,
                                 matching=opts.matching, advection=opts.advection,
-                                motion_spread=opts.motion_spread)
+                                motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime)
     if options.members < 2:
         raise ValueError(f"members must be >= 2 for ensemble scores, got {options.members}")
     config, transform = nowcaster.config, nowcaster.config.transform
@@ -405,6 +407,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--matching", choices=MATCHINGS, default=None, help="default: the checkpoint's")
     p.add_argument("--advection", choices=ADVECTIONS, default=None, help="default: the checkpoint's")
     p.add_argument("--motion-spread", type=float, default=None, help="default: the checkpoint's")
+    p.add_argument("--detail-lifetime", type=float, default=None,
+                   help="minutes over which the input's detail the VAE does not reproduce fades from "
+                   "the members, 0: none (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--allow-training-data", action="store_true",
@@ -429,7 +434,8 @@ def cmd_evaluate(args) -> int:
         members=args.members,
         max_windows=args.max_windows, out=args.out, seed=args.seed, thresholds=tuple(args.thresholds),
         paper_thresholds=args.paper_thresholds, matching=args.matching, advection=args.advection,
-        motion_spread=args.motion_spread, guidance=args.guidance, steps=args.steps,
+        motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime, guidance=args.guidance,
+        steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
         fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads, methods=args.methods,
         precision=args.precision)
