@@ -40,14 +40,16 @@ def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def channel_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Gain-only layer norm over the channels of ``(N, C, H, W)`` (eps 1e-5, in float32).
+    """Gain-only layer norm over the channels of ``(N, C, H, W)`` (eps 1e-5).
 
     Returns ``(N, C, H, W)`` channels-last; on a channels-last input the channels are the
-    contiguous last axis, so this is one ``layer_norm`` kernel and no copy.
+    contiguous last axis, so this is one ``layer_norm`` kernel and no copy. A bfloat16 input
+    stays bfloat16: PyTorch's kernel accumulates in float32, so its result is the float32
+    norm rounded, without two conversions of the whole tensor (at 16 channels and 400 frames
+    of 16 x 16, 6.6 ms against 13.3 ms at one thread).
     """
     c = x.shape[1]
-    out = F.layer_norm(x.float().permute(0, 2, 3, 1), (c,), gain.reshape(c).float(), eps=1e-5)
-    return out.to(x.dtype).permute(0, 3, 1, 2)
+    return F.layer_norm(x.permute(0, 2, 3, 1), (c,), gain.reshape(c), eps=1e-5).permute(0, 3, 1, 2)
 
 
 class ChannelNorm(nn.Module):
@@ -279,8 +281,7 @@ class TemporalAttention(nn.Module):
         b, t, c, height, width = x.shape
         pixels = b * height * width
         if self.norm_axis == 2:  # over channels: contiguous for channels-last frames
-            h = F.layer_norm(x.float().permute(0, 1, 3, 4, 2), (c,), self.norm.g.reshape(c).float(),
-                             eps=1e-5).to(x.dtype)
+            h = F.layer_norm(x.permute(0, 1, 3, 4, 2), (c,), self.norm.g.reshape(c), eps=1e-5)
         else:
             h = layer_norm(x, self.norm.g[:, None], dim=1).permute(0, 1, 3, 4, 2)
         h = h.permute(0, 2, 3, 1, 4).reshape(pixels, t, c)  # (B, H, W, T, C): pixels into the batch
