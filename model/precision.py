@@ -10,7 +10,9 @@ guided DDIM steps for 10 members at one thread: 3.9 s against 2.9 s). The cost i
 v-predictions differ from float32 by 0.7 % of their spread on average; the skill it gives is
 measured, not assumed (README, Speed).
 
-Norms, softmax and the DDIM step compute in float32 whatever the format (:mod:`model.blocks`).
+Norm statistics accumulate in float32 (group norms compute them from a float32 copy, channel
+norms in PyTorch's bfloat16 layer_norm, which accumulates in float32), and softmax and the DDIM
+step compute in float32, whatever the format (:mod:`model.blocks`).
 """
 
 from __future__ import annotations
