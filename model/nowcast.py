@@ -108,7 +108,8 @@ class ForecastModel(Protocol):
 
     def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
                  matching: str, advection: str, step_minutes: int | None, motion: torch.Tensor | None,
-                 motion_spread: float, cell_km: float | None, detail_lifetime: float) -> Any: ...
+                 motion_spread: float, cell_km: float | None, detail_lifetime: float,
+                 extrapolation_lifetime: float) -> Any: ...
 
 
 class Nowcaster:
@@ -140,12 +141,14 @@ class Nowcaster:
     def options(self, *, members: int | None = None, steps: int | None = None, guidance: float | None = None,
                 seed: int = 0, matching: str | None = None, advection: str | None = None,
                 motion_spread: float | None = None, detail_lifetime: float | None = None,
+                extrapolation_lifetime: float | None = None,
                 thresholds: Sequence[float] | None = None) -> NowcastOptions:
         """The options of a nowcast, ``None`` taking the checkpoint's default
         (:meth:`NowcastDefaults.resolve`)."""
         return self.defaults.resolve(members=members, steps=steps, guidance=guidance, seed=seed,
                                      matching=matching, advection=advection, motion_spread=motion_spread,
-                                     detail_lifetime=detail_lifetime, thresholds=thresholds,
+                                     detail_lifetime=detail_lifetime,
+                                     extrapolation_lifetime=extrapolation_lifetime, thresholds=thresholds,
                                      train_steps=self.config.diffusion.train_steps)
 
     def prepare(self, frames: np.ndarray, *, unit: str = "mm/h",
@@ -211,7 +214,8 @@ class Nowcaster:
             seed=[i.seed for i in inputs], matching=options.matching, advection=options.advection,
             step_minutes=step if config.step_minutes else None, motion=motion,
             motion_spread=options.motion_spread if options.advection == "dense" else 0.0,
-            cell_km=self.defaults.cell_km, detail_lifetime=options.detail_lifetime)
+            cell_km=self.defaults.cell_km, detail_lifetime=options.detail_lifetime,
+            extrapolation_lifetime=options.extrapolation_lifetime)
         members = forecast.members.float().cpu().numpy()  # (B, K, T, H2, W2) pixels
         first = forecast.first_estimate.float().cpu().numpy()  # (B, T, H2, W2)
         sampling = time.perf_counter() - start
@@ -237,7 +241,7 @@ class Nowcaster:
                 grid: Grid | None = None, members: int | None = None,
                 steps: int | None = None, guidance: float | None = None, seed: int = 0,
                 matching: str | None = None, advection: str | None = None, motion_spread: float | None = None,
-                detail_lifetime: float | None = None,
+                detail_lifetime: float | None = None, extrapolation_lifetime: float | None = None,
                 thresholds: Sequence[float] | None = None) -> EnsembleNowcast:
         """An ensemble nowcast of the last ``t_in`` radar frames.
 
@@ -248,7 +252,8 @@ class Nowcaster:
         timestamps : (t_in,) times of the frames; their step must be one the model serves.
         step_minutes : the step when no timestamps are given (default 5 where served).
         grid : where the cells are; returned with the products.
-        members, steps, guidance, seed, matching, advection, motion_spread, detail_lifetime, thresholds :
+        members, steps, guidance, seed, matching, advection, motion_spread, detail_lifetime,
+        extrapolation_lifetime, thresholds :
             :class:`NowcastOptions`; None takes the checkpoint's default.
 
         Returns
@@ -257,7 +262,7 @@ class Nowcaster:
         """
         opts = self.options(members=members, steps=steps, guidance=guidance, seed=seed, matching=matching,
                             advection=advection, motion_spread=motion_spread, detail_lifetime=detail_lifetime,
-                            thresholds=thresholds)
+                            extrapolation_lifetime=extrapolation_lifetime, thresholds=thresholds)
         request = self.prepare(frames, unit=unit, timestamps=timestamps, step_minutes=step_minutes, grid=grid,
                                seed=seed, advection=opts.advection)
         return self.sample([request], opts)[0]

@@ -22,7 +22,7 @@ ADVECTIONS = ("dense", "bulk", "none")
 MATCHINGS = ("none", "cdf")
 PRECISIONS = ("float32", "bfloat16")  # the denoiser's number format (model/precision.py)
 MAX_THRESHOLDS = 16
-MAX_DETAIL_LIFETIME = 10000.0  # minutes: longer is no fading within any forecast served
+MAX_LIFETIME = 10000.0  # minutes (detail_lifetime, extrapolation_lifetime): longer is no fading
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,9 @@ class NowcastOptions:
     :meth:`model.stldm.STLDM.forecast`; ``motion_spread`` the size of the member-wise motion
     perturbations of the dense frame (1.0 = STEPS'); ``detail_lifetime`` the minutes over which
     the detail of the last input frame that the VAE does not reconstruct fades from the members
-    (0: none; :func:`model.sampler.forecast`); ``thresholds`` of the exceedance probabilities in
-    mm/h.
+    (0: none; :func:`model.sampler.forecast`); ``extrapolation_lifetime`` the minutes over which
+    the members go from the extrapolated last frame to the model's forecast (0: the model's
+    alone); ``thresholds`` of the exceedance probabilities in mm/h.
     """
 
     members: int
@@ -47,6 +48,7 @@ class NowcastOptions:
     advection: str
     motion_spread: float
     detail_lifetime: float
+    extrapolation_lifetime: float
     thresholds: tuple[float, ...]
 
     def group_key(self) -> tuple:
@@ -72,6 +74,7 @@ class NowcastDefaults:
     advection: str = "none"
     motion_spread: float = 0.0
     detail_lifetime: float = 0.0
+    extrapolation_lifetime: float = 0.0
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
     @classmethod
@@ -93,6 +96,7 @@ class NowcastDefaults:
             advection=str(block.get("advection", training.get("advection") or "none")),
             motion_spread=float(block.get("motion_spread", 0.0)),
             detail_lifetime=float(block.get("detail_lifetime", 0.0)),
+            extrapolation_lifetime=float(block.get("extrapolation_lifetime", 0.0)),
             thresholds=tuple(float(t) for t in block.get("thresholds", DEFAULT_THRESHOLDS)),
         )
 
@@ -102,7 +106,8 @@ class NowcastDefaults:
     def resolve(self, *, members: int | None = None, steps: int | None = None, guidance: float | None = None,
                 seed: int = 0, matching: str | None = None, advection: str | None = None,
                 motion_spread: float | None = None, detail_lifetime: float | None = None,
-                thresholds: Sequence[float] | None = None, train_steps: int = 50) -> NowcastOptions:
+                extrapolation_lifetime: float | None = None, thresholds: Sequence[float] | None = None,
+                train_steps: int = 50) -> NowcastOptions:
         """The options of a nowcast, ``None`` taking these defaults; ``ValueError`` naming the
         valid range of a bad one (``train_steps`` bounds the DDIM steps)."""
         opts = NowcastOptions(
@@ -114,6 +119,8 @@ class NowcastDefaults:
             advection=self.advection if advection is None else advection,
             motion_spread=self.motion_spread if motion_spread is None else float(motion_spread),
             detail_lifetime=self.detail_lifetime if detail_lifetime is None else float(detail_lifetime),
+            extrapolation_lifetime=(self.extrapolation_lifetime if extrapolation_lifetime is None
+                                    else float(extrapolation_lifetime)),
             thresholds=tuple(float(t) for t in (self.thresholds if thresholds is None else thresholds)),
         )
         checks = [
@@ -125,8 +132,11 @@ class NowcastDefaults:
             (opts.advection in ADVECTIONS, f"advection must be one of {ADVECTIONS}, got {opts.advection!r}"),
             (0.0 <= opts.motion_spread <= 10.0,
              f"motion_spread must be in [0, 10], got {opts.motion_spread}"),
-            (0.0 <= opts.detail_lifetime <= MAX_DETAIL_LIFETIME,
-             f"detail_lifetime must be in [0, {MAX_DETAIL_LIFETIME:g}] minutes, got {opts.detail_lifetime}"),
+            (0.0 <= opts.detail_lifetime <= MAX_LIFETIME,
+             f"detail_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, got {opts.detail_lifetime}"),
+            (0.0 <= opts.extrapolation_lifetime <= MAX_LIFETIME,
+             f"extrapolation_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, "
+             f"got {opts.extrapolation_lifetime}"),
             (1 <= len(opts.thresholds) <= MAX_THRESHOLDS
              and all(np.isfinite(t) and t >= 0 for t in opts.thresholds),
              f"thresholds must be 1 to {MAX_THRESHOLDS} finite rain rates >= 0 mm/h, "

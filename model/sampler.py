@@ -165,13 +165,19 @@ def decode_frames(vae: VAE, z: torch.Tensor, chunk: int | None = None) -> torch.
     return torch.cat([vae.decode(part)[:, 0] for part in z.split(chunk)])
 
 
+def fading(leads: torch.Tensor, lifetime: float) -> torch.Tensor:
+    """``exp(-lead / lifetime)`` for leads (T,) in minutes, shaped (1, 1, T, 1, 1) for members."""
+    return torch.exp(-leads / lifetime)[None, None, :, None, None]
+
+
 @torch.inference_mode()
 def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: int = 20,
              guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
              autocast_dtype: torch.dtype | None = None, matching: str = "none",
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-             cell_km: float | None = None, detail_lifetime: float = 0.0) -> Forecast:
+             cell_km: float | None = None, detail_lifetime: float = 0.0,
+             extrapolation_lifetime: float = 0.0) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -204,6 +210,11 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         to every member and lead ``l`` minutes ahead with weight ``exp(-l / detail_lifetime)``,
         as Lagrangian persistence of what the latent model cannot represent (small cells, sharp
         edges); 0 returns the members as decoded.
+    extrapolation_lifetime : minutes; when > 0, lead ``l`` of every member becomes ``w * x_last +
+        (1 - w) * member`` in the forecast frame, ``w = exp(-l / extrapolation_lifetime)``, with
+        ``x_last`` the last input frame there: Lagrangian persistence (an extrapolation nowcast
+        once moved back) at short leads, where it is the better forecast, the model's members
+        later, as pysteps blends extrapolation with a model by lead time; 0: the members alone.
     step_minutes : minutes between the input frames (and the lead times), one of
         ``model.config.step_minutes`` for a model with a step embedding; None for a model
         without one.
@@ -232,6 +243,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         raise ValueError(f"motion_spread must be >= 0, got {motion_spread}")
     if detail_lifetime < 0:
         raise ValueError(f"detail_lifetime must be >= 0 minutes, got {detail_lifetime}")
+    if extrapolation_lifetime < 0:
+        raise ValueError(f"extrapolation_lifetime must be >= 0 minutes, got {extrapolation_lifetime}")
     b = x.shape[0]
     observed = x
     if advection == "bulk":
@@ -274,12 +287,13 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
                             step=None if step is None else step.repeat_interleave(members))
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
+    leads = (step_minutes or 5) * torch.arange(1, config.t_out + 1, device=out.device).float()  # minutes
     if detail_lifetime > 0:  # the input's detail the VAE does not reproduce, fading with lead time
         last = decode_frames(model.vae, mean.float().reshape(b, config.t_in, *latent_shape)[:, -1])
         detail = x[:, -1].to(out) - last.float().reshape(b, *x.shape[-2:])
-        leads = (step_minutes or 5) * torch.arange(1, config.t_out + 1, device=out.device).float()  # minutes
-        weight = torch.exp(-leads / detail_lifetime)[None, None, :, None, None]
-        out = out.addcmul_(weight, detail[:, None, None]).clamp_(0, 1)
+        out = out.addcmul_(fading(leads, detail_lifetime), detail[:, None, None]).clamp_(0, 1)
+    if extrapolation_lifetime > 0:  # from Lagrangian persistence at short leads to the model's members
+        out = out.lerp_(x[:, -1].to(out)[:, None, None].expand_as(out), fading(leads, extrapolation_lifetime))
     first = first.float()
     if advection == "bulk":
         shift = shift.to(out.device)

@@ -52,14 +52,16 @@ class STLDM(nn.Module):
                  autocast_dtype: torch.dtype | None = None, matching: str = "none",
                  advection: str = "none", step_minutes: int | None = None,
                  motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-                 cell_km: float | None = None, detail_lifetime: float = 0.0) -> Forecast:
+                 cell_km: float | None = None, detail_lifetime: float = 0.0,
+                 extrapolation_lifetime: float = 0.0) -> Forecast:
         """Ensemble nowcast; see :func:`model.sampler.forecast` for the arguments."""
         from model.sampler import forecast
 
         return forecast(self, x, members=members, steps=steps, guidance=guidance, seed=seed,
                         encoding=encoding, autocast_dtype=autocast_dtype, matching=matching,
                         advection=advection, step_minutes=step_minutes, motion=motion,
-                        motion_spread=motion_spread, cell_km=cell_km, detail_lifetime=detail_lifetime)
+                        motion_spread=motion_spread, cell_km=cell_km, detail_lifetime=detail_lifetime,
+                        extrapolation_lifetime=extrapolation_lifetime)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

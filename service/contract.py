@@ -37,6 +37,7 @@ class JobRequest(BaseModel):
     advection: Literal["dense", "bulk", "none"] | None = None
     motion_spread: float | None = None
     detail_lifetime: float | None = None
+    extrapolation_lifetime: float | None = None
     grid_spacing_km: float | None = Field(None, description="cell size in km (the grid's, after resampling)")
     crs: str | None = Field(None, description="CRS of y and x (EPSG code, proj4 or WKT)")
     y: list[float] | None = Field(None, description="(H,) cell centres, row 0 first, in the CRS's units")
@@ -61,7 +62,8 @@ class ResultMeta(BaseModel):
     matching: str
     advection: str
     motion_spread: float
-    detail_lifetime: float = 0.0  # results stored before the option existed have none
+    detail_lifetime: float = 0.0  # results stored before the options existed have none
+    extrapolation_lifetime: float = 0.0
     steps: int
     batch_jobs: int
     worker: str

@@ -74,6 +74,7 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
         advection=meta.get("advection"),
         motion_spread=meta.get("motion_spread"),
         detail_lifetime=meta.get("detail_lifetime"),
+        extrapolation_lifetime=meta.get("extrapolation_lifetime"),
         steps=meta.get("steps"),
         batch_jobs=meta.get("batch_jobs"),
         timings={k: float(v) for k, v in (meta.get("timings") or {}).items()},
@@ -155,7 +156,8 @@ def stored_nowcast(result: dict[str, Any]) -> StoredNowcast:
         steps=int(meta.get("steps") or 0), guidance=float(meta.get("guidance") or 0.0),
         seed=int(meta.get("seed") or 0), matching=str(meta.get("matching")),
         advection=str(meta.get("advection")), motion_spread=float(meta.get("motion_spread") or 0.0),
-        detail_lifetime=float(meta.get("detail_lifetime") or 0.0), thresholds=thresholds)
+        detail_lifetime=float(meta.get("detail_lifetime") or 0.0),
+        extrapolation_lifetime=float(meta.get("extrapolation_lifetime") or 0.0), thresholds=thresholds)
     return StoredNowcast(
         members=np.asarray(result["members"], np.float32), mean=np.asarray(result["mean"], np.float32),
         percentiles=np.asarray(result["percentiles"], np.float32),

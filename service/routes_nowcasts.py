@@ -203,7 +203,8 @@ async def submit_nowcast(
         resolved = info.defaults.resolve(
             members=options.members, guidance=options.guidance, seed=options.seed, matching=options.matching,
             advection=options.advection, motion_spread=options.motion_spread,
-            detail_lifetime=options.detail_lifetime, thresholds=options.thresholds)
+            detail_lifetime=options.detail_lifetime, extrapolation_lifetime=options.extrapolation_lifetime,
+            thresholds=options.thresholds)
     except ValueError as err:
         raise InputError(str(err)) from err
     height, width = data.values.shape[1:]
@@ -226,7 +227,7 @@ async def submit_nowcast(
         shape=list(data.values.shape), unit=data.unit, timestamps=data.timestamps, step_minutes=step,
         members=options.members, thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
         matching=options.matching, advection=options.advection, motion_spread=options.motion_spread,
-        detail_lifetime=options.detail_lifetime,
+        detail_lifetime=options.detail_lifetime, extrapolation_lifetime=options.extrapolation_lifetime,
         source=data.source, **data.grid,
         # the checkpoint's conventions, so that the result's metadata can state them
         rain_min=info.transform.rain_min,

@@ -99,6 +99,12 @@ class NowcastOptions(BaseModel):
         "members: it is added back to every member in the forecast frame with weight "
         "exp(-lead / detail_lifetime); 0: members as decoded",
     )
+    extrapolation_lifetime: float | None = Field(
+        None, ge=0.0, le=10000.0, description="minutes over which the members go from the extrapolation "
+        "of the last input frame (along the motion field) to the model's forecast: lead l is w * "
+        "extrapolation + (1 - w) * member with w = exp(-l / extrapolation_lifetime); 0: the model's "
+        "members alone",
+    )
     resample: bool = Field(
         False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
         "cell_km) when the grid is finer; without it a grid far from that size is refused (422). The "
@@ -246,6 +252,7 @@ class ResultMetadata(BaseModel):
     advection: str | None = None
     motion_spread: float | None = None
     detail_lifetime: float | None = None
+    extrapolation_lifetime: float | None = None
     steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)

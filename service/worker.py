@@ -251,7 +251,8 @@ class Worker:
         options = self.nowcaster.options(
             members=request.members, guidance=request.guidance, seed=request.seed, matching=request.matching,
             advection=request.advection, motion_spread=request.motion_spread,
-            detail_lifetime=request.detail_lifetime, thresholds=request.thresholds)
+            detail_lifetime=request.detail_lifetime, extrapolation_lifetime=request.extrapolation_lifetime,
+            thresholds=request.thresholds)
         prepared = self.nowcaster.prepare(
             frames, unit="pixel", timestamps=request.timestamps or None, step_minutes=request.step_minutes,
             grid=request_grid(request, frames.shape[1:]), seed=request.seed, advection=options.advection,
@@ -293,7 +294,8 @@ class Worker:
         meta = ResultMeta(
             model_version=self.model_version, timestep_minutes=nowcast.step_minutes, members=opts.members,
             guidance=opts.guidance, seed=opts.seed, matching=opts.matching, advection=opts.advection,
-            motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime, steps=opts.steps,
+            motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime,
+            extrapolation_lifetime=opts.extrapolation_lifetime, steps=opts.steps,
             batch_jobs=nowcast.batch_jobs,
             worker=self.name, attempts=job.claim.deliveries,
             timings={"queued_seconds": round(job.started - job.created, 3), **nowcast.timings},

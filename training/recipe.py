@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> Path:
     card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
             "--steps", str(args.ddim_steps), "--motion-spread", *[str(v) for v in args.motion_spread],
             "--detail-lifetime", *[str(v) for v in args.detail_lifetime],
+            "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
             "--threads", str(args.threads)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="motion perturbation sizes the scorecard tries")
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[0.0, 120.0],
                         help="detail lifetimes (minutes) the scorecard tries")
+    parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[0.0, 10.0],
+                        help="extrapolation lifetimes (minutes) the scorecard tries")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),

@@ -150,6 +150,7 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict]) -> str:
     trial_rows = "\n".join(
         f"| {t['options']['advection']} | {t['options']['matching']} | {t['options']['motion_spread']} | "
         f"{t['options']['guidance']} | {t['options'].get('detail_lifetime', 0.0)} | "
+        f"{t['options'].get('extrapolation_lifetime', 0.0)} | "
         f"{t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
     return f"""# Default model: {manifest['model_version']}
 
@@ -177,8 +178,8 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 the lowest mean fair CRPS (mm/h, all groups and leads) is the checkpoint's default (`manifest.json`,
 `nowcast`): {json.dumps(chosen['options'])}.
 
-| advection | matching | motion_spread | guidance | detail_lifetime | CRPS |
-|---|---|---|---|---|---|
+| advection | matching | motion_spread | guidance | detail_lifetime | extrapolation_lifetime | CRPS |
+|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -213,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[0.0],
                         help="minutes over which the input's detail the VAE does not reproduce fades "
                         "from the members (0: none) to try")
+    parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[0.0],
+                        help="minutes over which the members go from the extrapolated last frame to "
+                        "the model's forecast (0: the model's alone) to try")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="score about this many windows, evenly spaced over the split")
@@ -236,11 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"{nowcaster.config.size} cells in its split; nothing to choose the defaults on")
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
-    for advection, matching, spread, guidance, lifetime in itertools.product(
-            frames, args.matching, args.motion_spread, args.guidance, args.detail_lifetime):
+    for advection, matching, spread, guidance, detail, blend in itertools.product(
+            frames, args.matching, args.motion_spread, args.guidance, args.detail_lifetime,
+            args.extrapolation_lifetime):
         options = nowcaster.options(members=args.members, steps=args.steps, guidance=guidance,
                                     matching=matching, advection=advection, motion_spread=spread,
-                                    detail_lifetime=lifetime)
+                                    detail_lifetime=detail, extrapolation_lifetime=blend)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})

@@ -5,7 +5,8 @@ cells, in mm/h:
 
 - ``stldm``: the STLDM ensemble exactly as the service delivers it (``model.nowcast.Nowcaster``
   with the checkpoint's defaults, seed ``seed + window``; ``--matching``, ``--advection``,
-  ``--motion-spread``, ``--detail-lifetime``, ``--steps`` and ``--guidance`` override a default);
+  ``--motion-spread``, ``--detail-lifetime``, ``--extrapolation-lifetime``, ``--steps`` and
+  ``--guidance`` override a default);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
@@ -84,6 +85,7 @@ class EvaluateOptions:
     advection: str | None = None
     motion_spread: float | None = None
     detail_lifetime: float | None = None
+    extrapolation_lifetime: float | None = None
     guidance: float | None = None
     steps: int | None = None
     allow_training_data: bool = False
@@ -243,7 +245,8 @@ def score_windows(nowcaster: Nowcaster, windows: list[Window], options: NowcastO
                                     steps=options.steps, guidance=options.guidance, seed=seed + i,
                                     matching=options.matching, advection=options.advection,
                                     motion_spread=options.motion_spread,
-                                    detail_lifetime=options.detail_lifetime)
+                                    detail_lifetime=options.detail_lifetime,
+                                    extrapolation_lifetime=options.extrapolation_lifetime)
             seconds["stldm"].append(time.perf_counter() - start)
             forecasts["stldm"] = out.members
             forecasts["stldm_first_estimate"] = out.first_estimate[None]
@@ -284,7 +287,8 @@ def evaluate(opts: EvaluateOptions) -> dict:
     nowcaster = Nowcaster.from_checkpoint(opts.checkpoint, precision=opts.precision)
     options = nowcaster.options(members=opts.members, steps=opts.steps, guidance=opts.guidance,
                                 matching=opts.matching, advection=opts.advection,
-                                motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime)
+                                motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime,
+                                extrapolation_lifetime=opts.extrapolation_lifetime)
     if options.members < 2:
         raise ValueError(f"members must be >= 2 for ensemble scores, got {options.members}")
     config, transform = nowcaster.config, nowcaster.config.transform
@@ -410,6 +414,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--detail-lifetime", type=float, default=None,
                    help="minutes over which the input's detail the VAE does not reproduce fades from "
                    "the members, 0: none (default: the checkpoint's)")
+    p.add_argument("--extrapolation-lifetime", type=float, default=None,
+                   help="minutes over which the members go from the extrapolated last frame to the "
+                   "model's forecast, 0: the model's alone (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--allow-training-data", action="store_true",
@@ -434,7 +441,8 @@ def cmd_evaluate(args) -> int:
         members=args.members,
         max_windows=args.max_windows, out=args.out, seed=args.seed, thresholds=tuple(args.thresholds),
         paper_thresholds=args.paper_thresholds, matching=args.matching, advection=args.advection,
-        motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime, guidance=args.guidance,
+        motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime,
+        extrapolation_lifetime=args.extrapolation_lifetime, guidance=args.guidance,
         steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
         fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads, methods=args.methods,

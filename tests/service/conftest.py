@@ -138,7 +138,8 @@ class FakeModel:
     def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
                  matching: str = "none", advection: str = "none", step_minutes: int | None = None,
                  motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-                 cell_km: float | None = None, detail_lifetime: float = 0.0):
+                 cell_km: float | None = None, detail_lifetime: float = 0.0,
+                 extrapolation_lifetime: float = 0.0):
         self.calls.append((x.shape[0], members, list(seed), matching, advection))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")

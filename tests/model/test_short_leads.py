@@ -1,5 +1,6 @@
-"""``detail_lifetime``: the input's detail that the VAE does not reproduce, added back to the
-members and fading with lead time (model/sampler.py)."""
+"""What the sampler does at short leads (model/sampler.py): ``detail_lifetime`` adds back the
+input's detail that the VAE does not reproduce, ``extrapolation_lifetime`` blends the members with
+the extrapolated last frame; both fade with lead time."""
 
 from __future__ import annotations
 
@@ -82,3 +83,48 @@ def test_shipped_model_keeps_small_cells_of_the_input_at_the_first_leads() -> No
         scores[lifetime] = hits.sum() / either.sum()  # CSI of lead 5 min against the last frame
     assert (frames[-1] >= 1.0).mean() > 0.01  # the window rains
     assert scores[60.0] > scores[0.0] + 0.03, scores  # measured 0.457 -> 0.499
+
+
+# ------------------------------------------------------------ extrapolation_lifetime
+
+@torch.inference_mode()
+def test_members_start_from_the_last_frame_and_go_over_to_the_model_by_lead(tiny_model) -> None:
+    gen = torch.Generator().manual_seed(6)
+    x = torch.rand(2, tiny_model.config.t_in, 64, 64, generator=gen)
+    plain = tiny_model.forecast(x, members=3, steps=2, seed=[1, 2])
+    blended = tiny_model.forecast(x, members=3, steps=2, seed=[1, 2], extrapolation_lifetime=10.0)
+    leads = 5.0 * torch.arange(1, tiny_model.config.t_out + 1)
+    weight = torch.exp(-leads / 10.0)[None, None, :, None, None]
+    expected = weight * x[:, -1][:, None, None] + (1 - weight) * plain.members
+    torch.testing.assert_close(blended.members, expected, atol=1e-5, rtol=1e-5)
+    held = tiny_model.forecast(x, members=3, steps=2, seed=[1, 2], extrapolation_lifetime=10000.0)
+    assert (held.members[:, :, 0] - x[:, -1][:, None]).abs().max() < 0.01  # the last frame, nearly
+    with pytest.raises(ValueError, match="extrapolation_lifetime must be >= 0"):
+        tiny_model.forecast(x, members=2, steps=1, extrapolation_lifetime=-1.0)
+
+
+def test_extrapolation_lifetime_range_and_default(tiny_config) -> None:
+    defaults = NowcastDefaults.from_manifest({"nowcast": {"extrapolation_lifetime": 10}}, tiny_config)
+    assert defaults.resolve().extrapolation_lifetime == 10.0
+    assert NowcastDefaults.from_manifest({}, tiny_config).extrapolation_lifetime == 0.0
+    with pytest.raises(ValueError, match=r"extrapolation_lifetime must be in \[0, 10000\] minutes"):
+        defaults.resolve(extrapolation_lifetime=-5)
+
+
+def test_shipped_model_is_closer_to_the_observed_rain_at_the_first_leads() -> None:
+    """On real radar the first leads of the blended members err less than the model's alone."""
+    from radar.read import cut_window, read_event
+
+    event = ROOT.parent / "shared" / "radar" / "events" / "fmi_20160928.nc"
+    if not event.is_file():
+        pytest.skip(f"{event} not found")
+    window = np.nan_to_num(cut_window(read_event(event), start=30, n_frames=7, size=128, coarsen=4).values)
+    frames, truth = window[:5], window[5:7]
+    nowcaster = Nowcaster.from_checkpoint(ROOT / "checkpoints" / "default")
+    errors = {}
+    for lifetime in (0.0, 10.0):
+        result = nowcaster.nowcast(frames, step_minutes=5, members=4, steps=2,
+                                   extrapolation_lifetime=lifetime)
+        errors[lifetime] = np.abs(result.members[:, :2] - truth[None]).mean()  # 5 and 10 minutes
+    assert (truth >= 1.0).mean() > 0.01  # the window rains
+    assert errors[10.0] < 0.9 * errors[0.0], errors
