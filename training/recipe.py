@@ -98,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ddim-steps", type=int, default=20, help="DDIM steps of the scorecard's forecasts")
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 2.0],
                         help="motion perturbation sizes the scorecard tries")
-    parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[0.0, 120.0],
-                        help="detail lifetimes (minutes) the scorecard tries")
-    parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[0.0, 10.0],
-                        help="extrapolation lifetimes (minutes) the scorecard tries")
+    parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[1000.0],
+                        help="detail lifetimes (minutes) the scorecard tries (the shipped model's)")
+    parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[60.0],
+                        help="extrapolation lifetimes (minutes) the scorecard tries (the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),
