@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from model.options import MAX_LIFETIME
 from model.products import DEFAULT_THRESHOLDS
 from model.transform import UNITS
 
@@ -94,13 +95,13 @@ class NowcastOptions(BaseModel):
         "motion perturbations (STEPS' bps; 1.0: pysteps' sizes, 0: none)",
     )
     detail_lifetime: float | None = Field(
-        None, ge=0.0, le=10000.0, description="minutes over which the detail of the last input frame "
+        None, ge=0.0, le=MAX_LIFETIME, description="minutes over which the detail of the last input frame "
         "that the model's autoencoder does not reproduce (small cells, sharp edges) fades from the "
         "members: it is added back to every member in the forecast frame with weight "
         "exp(-lead / detail_lifetime); 0: members as decoded",
     )
     extrapolation_lifetime: float | None = Field(
-        None, ge=0.0, le=10000.0, description="minutes over which the members go from the extrapolation "
+        None, ge=0.0, le=MAX_LIFETIME, description="minutes over which the members go from the extrapolation "
         "of the last input frame (along the motion field) to the model's forecast: lead l is w * "
         "extrapolation + (1 - w) * member with w = exp(-l / extrapolation_lifetime); 0: the model's "
         "members alone",
