@@ -116,6 +116,14 @@ def summary(path: Path, fmt: str, status: dict[str, Any]) -> str:
             + (f", sampled in {run:.1f} s" if run is not None else ""))
 
 
+def request_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The nowcast options of a ``submit`` command line; those not given are left out, so the
+    service applies the model's defaults (GET /v1/model)."""
+    options = {"members": args.members, "guidance": args.guidance, "seed": args.seed,
+               "matching": args.matching, "advection": args.advection}
+    return {key: value for key, value in options.items() if value is not None}
+
+
 def submit(args: argparse.Namespace) -> int:
     """Submit ``args.file``, wait for the job and save its result; the exit code."""
     import httpx
@@ -125,8 +133,7 @@ def submit(args: argparse.Namespace) -> int:
     output = args.output or Path(f"out/result.{'nc' if args.format == 'netcdf' else 'json'}")
     try:
         with httpx.Client(base_url=args.url, headers=headers, timeout=120.0) as client:
-            options = {"members": args.members, "guidance": args.guidance, "seed": args.seed,
-                       "matching": args.matching, "advection": args.advection}
+            options = request_options(args)
             upload_options = {**options, "resample": True}
             if args.raw:
                 files = [("file", (path.name, path.read_bytes(), "application/octet-stream"))
@@ -158,12 +165,13 @@ def add_submit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    "with them all), e.g. ../shared/radar/events/fmi_20160928.nc")
     p.add_argument("--url", default=DEFAULT_URL, help=f"service base URL (default {DEFAULT_URL})")
     p.add_argument("--members", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=None, help="default: the model's")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--matching", choices=("cdf", "none"), default="cdf",
-                   help="probability-match members to the last frame (default cdf)")
-    p.add_argument("--advection", choices=("bulk", "none"), default="bulk",
-                   help="forecast in a frame moving with the rain (default bulk) or on the ground")
+    p.add_argument("--matching", choices=("cdf", "none"), default=None,
+                   help="probability-match members to the last frame (default: the model's, cdf)")
+    p.add_argument("--advection", choices=("dense", "bulk", "none"), default=None,
+                   help="the forecast frame: moving with a motion field (dense), with one velocity (bulk) "
+                   "or on the ground (default: the model's, dense for the shipped one)")
     p.add_argument("--format", choices=("netcdf", "json"), default="netcdf")
     p.add_argument("--output", type=Path, default=None, help="default out/result.nc (or .json)")
     p.add_argument("--api-key", default=None, help="X-API-Key, when the service requires one")

@@ -44,6 +44,10 @@ def test_wait_until_reports_a_child_that_exits():
 def test_serve_and_submit_are_nowcast_subcommands():
     args = build_parser().parse_args(["submit", "radar.nc", "--members", "4", "--format", "json"])
     assert args.func is cli.submit and args.members == 4 and args.url == cli.DEFAULT_URL
+    assert cli.request_options(args) == {"members": 4, "seed": 0}  # the rest: the model's defaults
+    args = build_parser().parse_args(["submit", "radar.nc", "--advection", "bulk", "--matching", "none"])
+    chosen = cli.request_options(args)
+    assert chosen["advection"] == "bulk" and chosen["matching"] == "none"
     args = build_parser().parse_args(["serve", "--port", "8123"])
     assert args.port == 8123 and args.host == "127.0.0.1"
 
