@@ -142,7 +142,8 @@ def nowcast_dataset(nowcast: EnsembleNowcast | Any, *, institution: str = "", hi
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     line = (f"{now} nowcast by {nowcast.model_version}: {opts.members} members, {opts.steps} DDIM steps, "
             f"guidance {opts.guidance:g}, seed {opts.seed}, matching {opts.matching}, advection "
-            f"{opts.advection}")
+            f"{opts.advection}, motion spread {opts.motion_spread:g}, detail lifetime "
+            f"{opts.detail_lifetime:g} min, extrapolation lifetime {opts.extrapolation_lifetime:g} min")
     global_attrs = {
         "Conventions": "CF-1.8", "title": TITLE, "institution": institution or "unknown",
         "source": f"STLDM {nowcast.model_version}", "history": f"{history}\n{line}".strip(),

@@ -85,6 +85,7 @@ def test_netcdf_is_cf_with_improver_probabilities(result, tmp_path):
     for key in ("Conventions", "title", "institution", "source", "history", "references"):
         assert ds.attrs[key], key
     assert "stldm-test" in ds.attrs["source"]
+    assert "detail lifetime" in ds.attrs["history"] and "extrapolation lifetime" in ds.attrs["history"]
 
 
 @pytest.mark.parametrize(("product", "threshold"), [("mean", 1.0), ("probability", 5.0)])
