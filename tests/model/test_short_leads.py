@@ -16,6 +16,13 @@ from model.options import NowcastDefaults
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def lead_weight(t_out: int, lifetime: float) -> torch.Tensor:
+    """exp(-lead / lifetime) at 5-minute leads (the tiny model has no step embedding), shaped for
+    (B, K, T, H, W) members: written out here, not taken from the sampler it checks."""
+    leads = 5.0 * torch.arange(1, t_out + 1)
+    return torch.exp(-leads / lifetime)[None, None, :, None, None]
+
+
 @torch.inference_mode()
 def test_members_gain_the_last_frames_unreproduced_detail_weighted_by_lead(tiny_model) -> None:
     gen = torch.Generator().manual_seed(4)
@@ -24,8 +31,7 @@ def test_members_gain_the_last_frames_unreproduced_detail_weighted_by_lead(tiny_
     detailed = tiny_model.forecast(x, members=2, steps=2, seed=[1, 2], detail_lifetime=10.0)
     mean, _ = tiny_model.vae.encode(x[:, -1:].reshape(-1, 1, 64, 64))
     detail = x[:, -1] - tiny_model.vae.decode(mean)[:, 0]  # what the VAE does not give back
-    leads = 5.0 * torch.arange(1, tiny_model.config.t_out + 1)  # no step embedding: 5-minute steps
-    weight = torch.exp(-leads / 10.0)[None, None, :, None, None]
+    weight = lead_weight(tiny_model.config.t_out, 10.0)
     expected = (plain.members + weight * detail[:, None, None]).clamp(0, 1)
     torch.testing.assert_close(detailed.members, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(detailed.first_estimate, plain.first_estimate, atol=0, rtol=0)
@@ -93,8 +99,7 @@ def test_members_start_from_the_last_frame_and_go_over_to_the_model_by_lead(tiny
     x = torch.rand(2, tiny_model.config.t_in, 64, 64, generator=gen)
     plain = tiny_model.forecast(x, members=3, steps=2, seed=[1, 2])
     blended = tiny_model.forecast(x, members=3, steps=2, seed=[1, 2], extrapolation_lifetime=10.0)
-    leads = 5.0 * torch.arange(1, tiny_model.config.t_out + 1)
-    weight = torch.exp(-leads / 10.0)[None, None, :, None, None]
+    weight = lead_weight(tiny_model.config.t_out, 10.0)
     expected = weight * x[:, -1][:, None, None] + (1 - weight) * plain.members
     torch.testing.assert_close(blended.members, expected, atol=1e-5, rtol=1e-5)
     held = tiny_model.forecast(x, members=3, steps=2, seed=[1, 2], extrapolation_lifetime=10000.0)
