@@ -7,11 +7,14 @@ persistence and pysteps extrapolation (and STEPS with ``--methods``) with the sa
 scores as ``nowcast evaluate`` (``verification.evaluate.score_windows``).
 
 Defaults are chosen here, on validation windows, never on the held-out ones: each of
-``--advection``, ``--matching``, ``--motion-spread`` and ``--guidance`` takes one or more
-values; every combination is scored and the one with the lowest fair CRPS (mean over the
-groups and lead times) is kept. The checkpoint is copied to ``--out`` with the chosen options as
-its manifest's ``nowcast`` block (what every caller of the checkpoint then gets by default), the
-validation scores of every combination, and a ``MODEL_CARD.md``.
+``--advection``, ``--matching``, ``--motion-spread``, ``--guidance``, the two lifetimes and
+``--steps`` takes one or more values; every combination is scored and the one with the lowest
+fair CRPS (mean over the groups and lead times) is kept. With ``--steps-tolerance r``, the trial
+with the fewest DDIM steps among those within ``(1 + r)`` times the lowest CRPS is kept instead
+(the sampler's time grows with the steps; skill hardly does). The checkpoint is copied to
+``--out`` with the chosen options as its manifest's ``nowcast`` block (what every caller of the
+checkpoint then gets by default), the validation scores of every combination, and a
+``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,16 @@ def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptio
     crps = [r["scores"]["stldm"]["crps_all_leads"] for r in results.values()]
     return {"groups": table, "windows": {n: r["windows"] for n, r in results.items()},
             "stldm_crps_all_leads": float(np.mean([c for c in crps if c is not None])) if crps else None}
+
+
+def choose(trials: list[dict], steps_tolerance: float = 0.0) -> dict:
+    """The trial with the lowest mean fair CRPS; with ``steps_tolerance`` r > 0, the one with the
+    fewest DDIM steps among those within ``(1 + r)`` times that CRPS (ties: the lower CRPS)."""
+    if steps_tolerance < 0:
+        raise ValueError(f"steps_tolerance must be >= 0, got {steps_tolerance}")
+    best = min(t["scores"]["stldm_crps_all_leads"] for t in trials)
+    close = [t for t in trials if t["scores"]["stldm_crps_all_leads"] <= best * (1 + steps_tolerance)]
+    return min(close, key=lambda t: (t["options"]["steps"], t["scores"]["stldm_crps_all_leads"]))
 
 
 def init_summary(init: Path) -> dict | None:
@@ -137,7 +150,7 @@ def _stages(init: dict | None) -> str:
     return "".join(lines)
 
 
-def model_card(manifest: dict, chosen: dict, trials: list[dict]) -> str:
+def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance: float = 0.0) -> str:
     training = manifest["training"]
     cfg, data = training["config"], training["data"]
     rows = []
@@ -148,10 +161,14 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict]) -> str:
             rows.append(f"| {name} | {method} | " + " | ".join(
                 "" if v is None else f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}" for v in cells) + " |")
     trial_rows = "\n".join(
-        f"| {t['options']['advection']} | {t['options']['matching']} | {t['options']['motion_spread']} | "
+        f"| {t['options']['steps']} | {t['options']['advection']} | {t['options']['matching']} | "
+        f"{t['options']['motion_spread']} | "
         f"{t['options']['guidance']} | {t['options'].get('detail_lifetime', 0.0)} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | "
         f"{t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
+    rule = ("the lowest mean fair CRPS (mm/h, all groups and leads)" if not steps_tolerance else
+            f"of the trials within {steps_tolerance:.1%} of the lowest mean fair CRPS (mm/h, all groups "
+            "and leads), the one with the fewest DDIM steps,")
     return f"""# Default model: {manifest['model_version']}
 
 STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
@@ -175,11 +192,12 @@ held-out regions are never trained on or selected on.
 ## Defaults, chosen on the validation windows
 
 Every combination below was scored on the validation windows ({json.dumps(chosen['scores']['windows'])});
-the lowest mean fair CRPS (mm/h, all groups and leads) is the checkpoint's default (`manifest.json`,
+{rule} is the checkpoint's default (`manifest.json`,
 `nowcast`): {json.dumps(chosen['options'])}.
 
-| advection | matching | motion_spread | guidance | detail_lifetime | extrapolation_lifetime | CRPS |
-|---|---|---|---|---|---|---|
+| DDIM steps | advection | matching | motion_spread | guidance | detail_lifetime | \
+extrapolation_lifetime | CRPS |
+|---|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -217,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[0.0],
                         help="minutes over which the members go from the extrapolated last frame to "
                         "the model's forecast (0: the model's alone) to try")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps")
+    parser.add_argument("--steps-tolerance", type=float, default=0.0,
+                        help="relative CRPS within which the trial with the fewest DDIM steps is kept "
+                             "(0: the lowest CRPS)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="score about this many windows, evenly spaced over the split")
     parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,
@@ -240,16 +261,16 @@ def main(argv: list[str] | None = None) -> int:
                          f"{nowcaster.config.size} cells in its split; nothing to choose the defaults on")
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
-    for advection, matching, spread, guidance, detail, blend in itertools.product(
-            frames, args.matching, args.motion_spread, args.guidance, args.detail_lifetime,
+    for steps, advection, matching, spread, guidance, detail, blend in itertools.product(
+            args.steps, frames, args.matching, args.motion_spread, args.guidance, args.detail_lifetime,
             args.extrapolation_lifetime):
-        options = nowcaster.options(members=args.members, steps=args.steps, guidance=guidance,
+        options = nowcaster.options(members=args.members, steps=steps, guidance=guidance,
                                     matching=matching, advection=advection, motion_spread=spread,
                                     detail_lifetime=detail, extrapolation_lifetime=blend)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})
-    chosen = min(trials, key=lambda t: t["scores"]["stldm_crps_all_leads"])
+    chosen = choose(trials, args.steps_tolerance)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
@@ -259,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["scores"] = {"validation": chosen["scores"], "trials": trials,
                           "command": " ".join(["python -m training.scorecard", *(argv or sys.argv[1:])])}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials))
+    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials, args.steps_tolerance))
     log.info("wrote %s with defaults %s", args.out, options)
     return 0
 

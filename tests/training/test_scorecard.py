@@ -116,3 +116,18 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     assert defaults.motion_spread == best["options"]["motion_spread"] and defaults.matching == "none"
     card = (out / "MODEL_CARD.md").read_text()
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
+
+
+def test_fewer_ddim_steps_win_only_within_the_stated_tolerance_of_the_best_crps():
+    from training.scorecard import choose
+
+    def trial(steps, crps):
+        return {"options": {"steps": steps}, "scores": {"stldm_crps_all_leads": crps}}
+
+    trials = [trial(20, 0.1832), trial(10, 0.1830), trial(5, 0.1833)]
+    assert choose(trials)["options"]["steps"] == 10  # no tolerance: the lowest CRPS
+    assert choose(trials, 0.002)["options"]["steps"] == 5  # 0.1833 <= 0.1830 * 1.002
+    assert choose(trials, 0.001)["options"]["steps"] == 10  # 5 steps is 0.16 % worse: out
+    assert choose([trial(5, 0.20), trial(10, 0.18)], 0.05)["options"]["steps"] == 10  # 11 % worse
+    with pytest.raises(ValueError, match="steps_tolerance must be >= 0"):
+        choose(trials, -0.1)
