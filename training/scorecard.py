@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="the denoiser's number format (model.precision); not saved as a default")
     args = parser.parse_args(argv)
+    if args.steps_tolerance < 0:  # before the minutes of scoring, not after them
+        parser.error(f"--steps-tolerance must be >= 0, got {args.steps_tolerance}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -131,3 +131,12 @@ def test_fewer_ddim_steps_win_only_within_the_stated_tolerance_of_the_best_crps(
     assert choose([trial(5, 0.20), trial(10, 0.18)], 0.05)["options"]["steps"] == 10  # 11 % worse
     with pytest.raises(ValueError, match="steps_tolerance must be >= 0"):
         choose(trials, -0.1)
+
+
+def test_a_negative_steps_tolerance_is_refused_before_any_window_is_scored(tmp_path, capsys):
+    from training.scorecard import main
+
+    with pytest.raises(SystemExit):  # the checkpoint does not exist: nothing was loaded
+        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
+              "--steps-tolerance", "-0.1"])
+    assert "--steps-tolerance must be >= 0, got -0.1" in capsys.readouterr().err
