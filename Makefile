@@ -49,7 +49,7 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[eval]"
-	$(VENV)/bin/nowcast bench
+	$(VENV)/bin/nowcast bench --checkpoint checkpoints/default
 
 # On a CUDA machine: s/ensemble (small, paper; float32, bfloat16, CUDA graphs), worker jobs/s at
 # batch 1/4/16 and peak memory, to out/bench_gpu.json (verification/bench_gpu.py; --dry-run on a CPU).

@@ -106,10 +106,9 @@ class ForecastModel(Protocol):
 
     config: STLDMConfig
 
-    def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
-                 matching: str, advection: str, step_minutes: int | None, motion: torch.Tensor | None,
-                 motion_spread: float, cell_km: float | None, detail_lifetime: float,
-                 extrapolation_lifetime: float) -> Any: ...
+    def forecast(self, x: torch.Tensor, *, seed: list[int], step_minutes: int | None,
+                 motion: torch.Tensor | None, cell_km: float | None, **options: Any) -> Any:
+        """``options``: :meth:`NowcastOptions.model_arguments`."""
 
 
 class Nowcaster:
@@ -129,8 +128,9 @@ class Nowcaster:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu",
-                        precision: str = "float32") -> Nowcaster:
-        """Load checkpoint folder ``path``; ``precision`` is the denoiser's (:mod:`model.precision`)."""
+                        precision: str = "auto") -> Nowcaster:
+        """Load checkpoint folder ``path``; ``precision`` is the denoiser's (:mod:`model.precision`;
+        ``"auto"``, as the worker: bfloat16 where the device runs it natively, else float32)."""
         from model.checkpoint import load_checkpoint, read_manifest
         from model.precision import set_precision
 
@@ -138,18 +138,10 @@ class Nowcaster:
         defaults = NowcastDefaults.from_manifest(read_manifest(path), model.config)
         return cls(model, defaults, model_version=str(getattr(model, "model_version", "unknown")))
 
-    def options(self, *, members: int | None = None, steps: int | None = None, guidance: float | None = None,
-                seed: int = 0, matching: str | None = None, advection: str | None = None,
-                motion_spread: float | None = None, detail_lifetime: float | None = None,
-                extrapolation_lifetime: float | None = None,
-                thresholds: Sequence[float] | None = None) -> NowcastOptions:
-        """The options of a nowcast, ``None`` taking the checkpoint's default
-        (:meth:`NowcastDefaults.resolve`)."""
-        return self.defaults.resolve(members=members, steps=steps, guidance=guidance, seed=seed,
-                                     matching=matching, advection=advection, motion_spread=motion_spread,
-                                     detail_lifetime=detail_lifetime,
-                                     extrapolation_lifetime=extrapolation_lifetime, thresholds=thresholds,
-                                     train_steps=self.config.diffusion.train_steps)
+    def options(self, *, seed: int = 0, **overrides: Any) -> NowcastOptions:
+        """The options of a nowcast by name (:data:`model.options.OPTIONS`), ``None`` taking the
+        checkpoint's default (:meth:`NowcastDefaults.resolve`)."""
+        return self.defaults.resolve(seed=seed, train_steps=self.config.diffusion.train_steps, **overrides)
 
     def prepare(self, frames: np.ndarray, *, unit: str = "mm/h",
                 timestamps: Sequence[dt.datetime] | None = None, step_minutes: int | None = None,
@@ -209,13 +201,12 @@ class Nowcaster:
         fields = [i.motion for i in inputs if i.motion is not None]
         motion = (torch.from_numpy(np.stack(fields))
                   if options.advection == "dense" and len(fields) == len(inputs) else None)
+        arguments = options.model_arguments()
+        if options.advection != "dense":
+            arguments["motion_spread"] = 0.0
         forecast = self.model.forecast(
-            x, members=options.members, steps=options.steps, guidance=options.guidance,
-            seed=[i.seed for i in inputs], matching=options.matching, advection=options.advection,
-            step_minutes=step if config.step_minutes else None, motion=motion,
-            motion_spread=options.motion_spread if options.advection == "dense" else 0.0,
-            cell_km=self.defaults.cell_km, detail_lifetime=options.detail_lifetime,
-            extrapolation_lifetime=options.extrapolation_lifetime)
+            x, seed=[i.seed for i in inputs], step_minutes=step if config.step_minutes else None,
+            motion=motion, cell_km=self.defaults.cell_km, **arguments)
         members = forecast.members.float().cpu().numpy()  # (B, K, T, H2, W2) pixels
         first = forecast.first_estimate.float().cpu().numpy()  # (B, T, H2, W2)
         sampling = time.perf_counter() - start
@@ -238,11 +229,7 @@ class Nowcaster:
 
     def nowcast(self, frames: np.ndarray, *, unit: str = "mm/h",
                 timestamps: Sequence[dt.datetime] | None = None, step_minutes: int | None = None,
-                grid: Grid | None = None, members: int | None = None,
-                steps: int | None = None, guidance: float | None = None, seed: int = 0,
-                matching: str | None = None, advection: str | None = None, motion_spread: float | None = None,
-                detail_lifetime: float | None = None, extrapolation_lifetime: float | None = None,
-                thresholds: Sequence[float] | None = None) -> EnsembleNowcast:
+                grid: Grid | None = None, seed: int = 0, **options: Any) -> EnsembleNowcast:
         """An ensemble nowcast of the last ``t_in`` radar frames.
 
         Parameters
@@ -252,17 +239,16 @@ class Nowcaster:
         timestamps : (t_in,) times of the frames; their step must be one the model serves.
         step_minutes : the step when no timestamps are given (default 5 where served).
         grid : where the cells are; returned with the products.
-        members, steps, guidance, seed, matching, advection, motion_spread, detail_lifetime,
-        extrapolation_lifetime, thresholds :
-            :class:`NowcastOptions`; None takes the checkpoint's default.
+        seed : the request's seed.
+        options : by name, :class:`NowcastOptions` (members, steps, guidance, guidance_share,
+            matching, advection, motion_spread, detail_lifetime, extrapolation_lifetime,
+            thresholds); None or left out takes the checkpoint's default.
 
         Returns
         -------
         EnsembleNowcast with members and products in mm/h.
         """
-        opts = self.options(members=members, steps=steps, guidance=guidance, seed=seed, matching=matching,
-                            advection=advection, motion_spread=motion_spread, detail_lifetime=detail_lifetime,
-                            extrapolation_lifetime=extrapolation_lifetime, thresholds=thresholds)
+        opts = self.options(seed=seed, **options)
         request = self.prepare(frames, unit=unit, timestamps=timestamps, step_minutes=step_minutes, grid=grid,
                                seed=seed, advection=opts.advection)
         return self.sample([request], opts)[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +21,33 @@ from model.products import DEFAULT_THRESHOLDS
 ADVECTIONS = ("dense", "bulk", "none")
 MATCHINGS = ("none", "cdf")
 PRECISIONS = ("float32", "bfloat16")  # the denoiser's number format (model/precision.py)
+PRECISION_SETTINGS = ("auto", *PRECISIONS)  # auto: bfloat16 where the device runs it natively
 MAX_THRESHOLDS = 16
 MAX_LIFETIME = 10000.0  # minutes (detail_lifetime, extrapolation_lifetime): longer is no fading
+
+
+def _thresholds(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(float(t) for t in values)
+
+
+# The options a request may set, each with the type it is read as; the names are the same in
+# the API's schemas, the queue's job, the result's metadata and the model's arguments.
+# ``steps`` is the service's setting (NOWCAST_MODEL__STEPS), not a request's.
+REQUEST_OPTIONS: dict[str, Callable[[Any], Any]] = {
+    "members": int, "guidance": float, "guidance_share": float, "matching": str, "advection": str,
+    "motion_spread": float, "detail_lifetime": float, "extrapolation_lifetime": float,
+    "thresholds": _thresholds,
+}
+OPTIONS: dict[str, Callable[[Any], Any]] = {"steps": int, **REQUEST_OPTIONS}
 
 
 @dataclass(frozen=True)
 class NowcastOptions:
     """The options of one nowcast, every one resolved (no None).
 
-    ``members`` ensemble size; ``steps`` DDIM steps; ``guidance`` the CFG scale w; ``seed`` the
+    ``members`` ensemble size; ``steps`` DDIM steps; ``guidance`` the CFG scale w;
+    ``guidance_share`` the share of the DDIM steps, the noisiest first, that apply it (1: all,
+    as the paper; :func:`model.sampler.guided_steps`); ``seed`` the
     request's seed (member ``k`` starts from noise drawn by a generator seeded from the hash of
     ``(seed, k)``, so it does not depend on its batch-mates); ``matching`` and ``advection`` as
     :meth:`model.stldm.STLDM.forecast`; ``motion_spread`` the size of the member-wise motion
@@ -50,10 +68,15 @@ class NowcastOptions:
     detail_lifetime: float
     extrapolation_lifetime: float
     thresholds: tuple[float, ...]
+    guidance_share: float = 1.0
 
     def group_key(self) -> tuple:
         """Jobs whose options share this key can be sampled in one call (seeds may differ)."""
         return dataclasses.astuple(dataclasses.replace(self, seed=0, thresholds=()))
+
+    def model_arguments(self) -> dict[str, Any]:
+        """The options :func:`model.sampler.forecast` takes (all but ``thresholds``, ``seed``)."""
+        return {name: getattr(self, name) for name in OPTIONS if name != "thresholds"}
 
 
 @dataclass(frozen=True)
@@ -76,57 +99,42 @@ class NowcastDefaults:
     detail_lifetime: float = 0.0
     extrapolation_lifetime: float = 0.0
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    guidance_share: float = 1.0
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], config) -> NowcastDefaults:
         """Defaults of a checkpoint: its manifest's ``nowcast`` block where there is one; for
-        older checkpoints the frame they were trained in and the step of their training data."""
+        older checkpoints the frame they were trained in and the step of their training data.
+        An option the block does not name takes the paper's value (or none of the option)."""
         training = (manifest.get("training") or {}).get("config") or {}
         served = tuple(config.step_minutes) or (int(manifest.get("timestep_minutes")
                                                     or training.get("step_minutes") or 5),)
         block = manifest.get("nowcast") or {}
         cell_km = block.get("cell_km", training.get("cell_km"))
-        return cls(
-            step_minutes=served,
-            cell_km=None if cell_km is None else float(cell_km),
-            members=int(block.get("members", 10)),
-            steps=int(block.get("steps", config.diffusion.sample_steps)),
-            guidance=float(block.get("guidance", 1.0)),
-            matching=str(block.get("matching", "cdf")),
-            advection=str(block.get("advection", training.get("advection") or "none")),
-            motion_spread=float(block.get("motion_spread", 0.0)),
-            detail_lifetime=float(block.get("detail_lifetime", 0.0)),
-            extrapolation_lifetime=float(block.get("extrapolation_lifetime", 0.0)),
-            thresholds=tuple(float(t) for t in block.get("thresholds", DEFAULT_THRESHOLDS)),
-        )
+        fallback = {"steps": config.diffusion.sample_steps, "advection": training.get("advection") or "none"}
+        given = {name: read(block[name] if name in block else fallback.get(name, getattr(cls, name)))
+                 for name, read in OPTIONS.items()}
+        return cls(step_minutes=served, cell_km=None if cell_km is None else float(cell_km), **given)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def resolve(self, *, members: int | None = None, steps: int | None = None, guidance: float | None = None,
-                seed: int = 0, matching: str | None = None, advection: str | None = None,
-                motion_spread: float | None = None, detail_lifetime: float | None = None,
-                extrapolation_lifetime: float | None = None, thresholds: Sequence[float] | None = None,
-                train_steps: int = 50) -> NowcastOptions:
-        """The options of a nowcast, ``None`` taking these defaults; ``ValueError`` naming the
-        valid range of a bad one (``train_steps`` bounds the DDIM steps)."""
-        opts = NowcastOptions(
-            members=self.members if members is None else int(members),
-            steps=self.steps if steps is None else int(steps),
-            guidance=self.guidance if guidance is None else float(guidance),
-            seed=int(seed),
-            matching=self.matching if matching is None else matching,
-            advection=self.advection if advection is None else advection,
-            motion_spread=self.motion_spread if motion_spread is None else float(motion_spread),
-            detail_lifetime=self.detail_lifetime if detail_lifetime is None else float(detail_lifetime),
-            extrapolation_lifetime=(self.extrapolation_lifetime if extrapolation_lifetime is None
-                                    else float(extrapolation_lifetime)),
-            thresholds=tuple(float(t) for t in (self.thresholds if thresholds is None else thresholds)),
-        )
+    def resolve(self, *, seed: int = 0, train_steps: int = 50, **overrides: Any) -> NowcastOptions:
+        """The options of a nowcast: ``overrides`` by name (:data:`OPTIONS`), ``None`` taking
+        these defaults; ``ValueError`` naming the valid range of a bad one (``train_steps``
+        bounds the DDIM steps), ``TypeError`` for a name that is not an option."""
+        unknown = sorted(set(overrides) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"not nowcast options: {unknown}; the options are {list(OPTIONS)}")
+        opts = NowcastOptions(seed=int(seed), **{
+            name: read(getattr(self, name) if overrides.get(name) is None else overrides[name])
+            for name, read in OPTIONS.items()})
         checks = [
             (opts.members >= 1, f"members must be >= 1, got {opts.members}"),
             (1 <= opts.steps <= train_steps, f"steps must be in [1, {train_steps}], got {opts.steps}"),
             (0.0 <= opts.guidance <= 10.0, f"guidance must be in [0, 10], got {opts.guidance}"),
+            (0.0 <= opts.guidance_share <= 1.0,
+             f"guidance_share must be in [0, 1], got {opts.guidance_share}"),
             (opts.seed >= 0, f"seed must be >= 0, got {opts.seed}"),
             (opts.matching in MATCHINGS, f"matching must be one of {MATCHINGS}, got {opts.matching!r}"),
             (opts.advection in ADVECTIONS, f"advection must be one of {ADVECTIONS}, got {opts.advection!r}"),

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import torch
 
-from model.options import PRECISIONS
+from model.options import PRECISION_SETTINGS, PRECISIONS
 
 Model = TypeVar("Model", bound=torch.nn.Module)
 
@@ -41,18 +41,29 @@ def bfloat16_supported(device: torch.device) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"``: ``"bfloat16"`` where ``device`` runs it natively (:func:`bfloat16_supported`),
+    else ``"float32"``; ``"float32"`` and ``"bfloat16"`` as they are."""
+    if precision not in PRECISION_SETTINGS:
+        raise ValueError(f"precision must be one of {PRECISION_SETTINGS}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if bfloat16_supported(device) else "float32"
+    return precision
+
+
 def set_precision(model: Model, precision: str) -> Model:
-    """Put ``model.denoiser`` (an STLDM's) in ``precision``; returns ``model``.
+    """Put ``model.denoiser`` (an STLDM's) in ``precision`` (``"auto"``: :func:`resolve_precision`
+    on the denoiser's device); returns ``model``.
 
     The sampler (:func:`model.sampler.sample_latents`) feeds the denoiser in the dtype of its
     weights and brings its output back to float32. Raises ``ValueError`` for bfloat16 on a
     device without native bfloat16 kernels (measured only where they exist).
     """
-    dtype = dtype_of(precision)
     denoiser = getattr(model, "denoiser", None)
     if not isinstance(denoiser, torch.nn.Module):
         raise TypeError("model has no denoiser network")
     device = next(denoiser.parameters()).device
+    dtype = dtype_of(resolve_precision(precision, device))
     if dtype == torch.bfloat16 and not bfloat16_supported(device):
         raise ValueError(f"precision 'bfloat16' needs native bfloat16 kernels, which {device} lacks "
                          "(CPU: AVX512-BF16 or AMX; GPU: compute capability 8.0+); use 'float32'")

@@ -8,6 +8,7 @@ a member does not change when other members or requests share the batch.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,10 +74,20 @@ def guided_step(x: torch.Tensor, v_cond: torch.Tensor, v_null: torch.Tensor | No
     return out if v_null is None else out.add_(v_null, alpha=-b * scale)
 
 
+def guided_steps(steps: int, share: float) -> int:
+    """How many of ``steps`` DDIM steps, the noisiest first, apply guidance: ``ceil(share * steps)``
+    (``share`` in [0, 1]; 1 guides every step, as the paper). Guidance matters most where the
+    noise is high and the members take their shapes; late steps refine what is there."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"guidance_share must be in [0, 1], got {share}")
+    return min(steps, math.ceil(share * steps - 1e-9))
+
+
 @torch.inference_mode()
 def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Tensor,
                    noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0,
-                   extra: torch.Tensor | None = None, step: torch.Tensor | None = None) -> torch.Tensor:
+                   guidance_share: float = 1.0, extra: torch.Tensor | None = None,
+                   step: torch.Tensor | None = None) -> torch.Tensor:
     """Run the DDIM loop (eta = 0) from ``noise`` under condition ``cond``.
 
     The condition is prepared for the denoiser once (:meth:`Denoiser.prepare`); each step runs
@@ -88,6 +99,8 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     noise : (N, T, C, h, w) initial latents x_T.
     steps : DDIM steps (20 in the paper).
     guidance : CFG scale w; when non-zero the conditional and null passes run as one batch.
+    guidance_share : share of the steps, the noisiest first, that apply guidance
+        (:func:`guided_steps`); the others run the conditional pass alone, at half the work.
     extra : (N, E, h, w), optional; extra condition channels (options), dropped with ``cond``
         in the null pass.
     step : (N,) minutes between frames, optional; for a model with a step embedding.
@@ -101,24 +114,26 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
     dtype = next(denoiser.parameters()).dtype  # a bfloat16 denoiser (model.precision) sees bfloat16
     cond = cond.to(dtype)
     extra = None if extra is None else extra.to(dtype)
-    guided = guidance != 0
+    guided = guided_steps(steps, guidance_share) if guidance != 0 else 0
+    single = None
+    if guided < steps:
+        single = denoiser.prepare(cond, x.to(dtype), extra=extra, step=step)
     if guided:
         null = torch.cat((torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)))
         prepared = denoiser.prepare(
             torch.cat((cond, cond)), torch.cat((x, x)).to(dtype), null=null.to(noise.device),
             extra=None if extra is None else torch.cat((extra, extra)),
             step=None if step is None else torch.cat((step, step)))
-    else:
-        prepared = denoiser.prepare(cond, x.to(dtype), extra=extra, step=step)
-    for t, t_prev in scheduler.timesteps(steps):  # the DDIM updates stay in float32
+    for i, (t, t_prev) in enumerate(scheduler.timesteps(steps)):  # the DDIM updates stay in float32
         a, b = scheduler.step_coefficients(t, t_prev)
-        if guided:
+        if i < guided:
             times = torch.full((2 * n,), t, dtype=torch.long, device=x.device)
             v_cond, v_null = denoiser.run(torch.cat((x, x)).to(dtype), times, prepared).float().chunk(2)
             x = guided_step(x, v_cond, v_null, a, b, guidance)
         else:
+            assert single is not None
             times = torch.full((n,), t, dtype=torch.long, device=x.device)
-            x = guided_step(x, denoiser.run(x.to(dtype), times, prepared).float(), None, a, b, 0.0)
+            x = guided_step(x, denoiser.run(x.to(dtype), times, single).float(), None, a, b, 0.0)
     return x
 
 
@@ -172,8 +187,8 @@ def fading(leads: torch.Tensor, lifetime: float) -> torch.Tensor:
 
 @torch.inference_mode()
 def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: int = 20,
-             guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
-             autocast_dtype: torch.dtype | None = None, matching: str = "none",
+             guidance: float = 1.0, guidance_share: float = 1.0, seed: int | Sequence[int] = 0,
+             encoding: str = "mean", autocast_dtype: torch.dtype | None = None, matching: str = "none",
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
              cell_km: float | None = None, detail_lifetime: float = 0.0,
@@ -188,6 +203,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
     members : ensemble size K.
     steps : DDIM steps.
     guidance : CFG scale w (1.0 as in the paper; 0 skips the null pass).
+    guidance_share : share of the DDIM steps, the noisiest first, that apply guidance
+        (:func:`guided_steps`; 1.0 as in the paper); the rest skip the null pass.
     seed : one seed for all requests, or one per request (length B).
     encoding : "mean" (default) conditions on the encoder means of the inputs, so the only
         randomness is each member's initial noise; "sample" draws the input latents and the
@@ -238,6 +255,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         raise ValueError(f"advection must be one of {ADVECTIONS}, got {advection!r}")
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
+    guided_steps(steps, guidance_share)  # a bad share is refused before any work
     config.check_step(step_minutes)
     if motion_spread < 0:
         raise ValueError(f"motion_spread must be >= 0, got {motion_spread}")
@@ -283,7 +301,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         if extra is not None:  # (B, E, h, w) -> (B*K, E, h, w)
             extra = extra.float()[:, None].expand(-1, members, *extra.shape[1:]).flatten(0, 1)
         z0 = sample_latents(model.denoiser, model.scheduler, cond, noise.flatten(0, 1),
-                            steps=steps, guidance=guidance, extra=extra,
+                            steps=steps, guidance=guidance, guidance_share=guidance_share, extra=extra,
                             step=None if step is None else step.repeat_interleave(members))
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])

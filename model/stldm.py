@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,8 +16,6 @@ from model.translator import Translator
 from model.vae import VAE
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from model.sampler import Forecast
 
 
@@ -47,21 +45,11 @@ class STLDM(nn.Module):
         [0, 1] and their latents z (B, T_in, C, h, w); None under the default options."""
         return None if self.context is None else self.context(x, z)
 
-    def forecast(self, x: torch.Tensor, *, members: int = 10, steps: int = 20,
-                 guidance: float = 1.0, seed: int | Sequence[int] = 0, encoding: str = "mean",
-                 autocast_dtype: torch.dtype | None = None, matching: str = "none",
-                 advection: str = "none", step_minutes: int | None = None,
-                 motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-                 cell_km: float | None = None, detail_lifetime: float = 0.0,
-                 extrapolation_lifetime: float = 0.0) -> Forecast:
-        """Ensemble nowcast; see :func:`model.sampler.forecast` for the arguments."""
+    def forecast(self, x: torch.Tensor, **options: Any) -> Forecast:
+        """Ensemble nowcast; see :func:`model.sampler.forecast` for the options."""
         from model.sampler import forecast
 
-        return forecast(self, x, members=members, steps=steps, guidance=guidance, seed=seed,
-                        encoding=encoding, autocast_dtype=autocast_dtype, matching=matching,
-                        advection=advection, step_minutes=step_minutes, motion=motion,
-                        motion_spread=motion_spread, cell_km=cell_km, detail_lifetime=detail_lifetime,
-                        extrapolation_lifetime=extrapolation_lifetime)
+        return forecast(self, x, **options)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -141,7 +141,8 @@ def nowcast_dataset(nowcast: EnsembleNowcast | Any, *, institution: str = "", hi
     opts = nowcast.options
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     line = (f"{now} nowcast by {nowcast.model_version}: {opts.members} members, {opts.steps} DDIM steps, "
-            f"guidance {opts.guidance:g}, seed {opts.seed}, matching {opts.matching}, advection "
+            f"guidance {opts.guidance:g} on {opts.guidance_share:.0%} of the steps, seed {opts.seed}, "
+            f"matching {opts.matching}, advection "
             f"{opts.advection}, motion spread {opts.motion_spread:g}, detail lifetime "
             f"{opts.detail_lifetime:g} min, extrapolation lifetime {opts.extrapolation_lifetime:g} min")
     global_attrs = {

@@ -32,6 +32,7 @@ class JobRequest(BaseModel):
     members: int | None = None
     thresholds: list[float] | None = None
     guidance: float | None = None
+    guidance_share: float | None = None
     seed: int = 0
     matching: Literal["cdf", "none"] | None = None
     advection: Literal["dense", "bulk", "none"] | None = None
@@ -64,6 +65,7 @@ class ResultMeta(BaseModel):
     motion_spread: float
     detail_lifetime: float = 0.0  # results stored before the options existed have none
     extrapolation_lifetime: float = 0.0
+    guidance_share: float = 1.0
     steps: int
     batch_jobs: int
     worker: str

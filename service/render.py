@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 from model.grid import Grid
-from model.options import NowcastOptions
+from model.options import OPTIONS, NowcastOptions
 from model.products import PERCENTILES
 from service import scales
 from service.schemas import Array, ResultMetadata
@@ -68,14 +68,8 @@ def metadata(result: dict[str, Any]) -> ResultMetadata:
         resampled=request.get("resampled"),
         bounds=bounds_of(result),
         model_version=str(meta["model_version"]),
-        guidance=meta.get("guidance"),
         seed=meta.get("seed"),
-        matching=meta.get("matching"),
-        advection=meta.get("advection"),
-        motion_spread=meta.get("motion_spread"),
-        detail_lifetime=meta.get("detail_lifetime"),
-        extrapolation_lifetime=meta.get("extrapolation_lifetime"),
-        steps=meta.get("steps"),
+        **{name: meta.get(name) for name in OPTIONS if name not in ("members", "thresholds")},
         batch_jobs=meta.get("batch_jobs"),
         timings={k: float(v) for k, v in (meta.get("timings") or {}).items()},
     )
@@ -151,13 +145,12 @@ class StoredNowcast:
 def stored_nowcast(result: dict[str, Any]) -> StoredNowcast:
     meta = result["meta"]
     thresholds = tuple(float(t) for t in np.asarray(result["thresholds"]))
-    options = NowcastOptions(
-        members=int(meta.get("members") or np.asarray(result["members"]).shape[0]),
-        steps=int(meta.get("steps") or 0), guidance=float(meta.get("guidance") or 0.0),
-        seed=int(meta.get("seed") or 0), matching=str(meta.get("matching")),
-        advection=str(meta.get("advection")), motion_spread=float(meta.get("motion_spread") or 0.0),
-        detail_lifetime=float(meta.get("detail_lifetime") or 0.0),
-        extrapolation_lifetime=float(meta.get("extrapolation_lifetime") or 0.0), thresholds=thresholds)
+    stored = {"members": np.asarray(result["members"]).shape[0], "steps": 0, "guidance": 0.0,
+              "guidance_share": 1.0, "motion_spread": 0.0, "detail_lifetime": 0.0,
+              "extrapolation_lifetime": 0.0}  # what results stored before an option existed had
+    options = NowcastOptions(seed=int(meta.get("seed") or 0), thresholds=thresholds, **{
+        name: read(meta.get(name) if meta.get(name) is not None else stored.get(name))
+        for name, read in OPTIONS.items() if name != "thresholds"})
     return StoredNowcast(
         members=np.asarray(result["members"], np.float32), mean=np.asarray(result["mean"], np.float32),
         percentiles=np.asarray(result["percentiles"], np.float32),

@@ -23,6 +23,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from model.options import REQUEST_OPTIONS
 from service import bounds, jobs, render, result_stream, scales
 from service.contract import JobRequest
 from service.deps import ClientDep, ModelInfoDep, RedisDep, SettingsDep
@@ -200,11 +201,8 @@ async def submit_nowcast(
     if options.members is not None and options.members > settings.model.max_members:
         raise InputError(f"members={options.members} exceeds max_members={settings.model.max_members}")
     try:  # the worker resolves the same way; a bad combination is refused here, not after queueing
-        resolved = info.defaults.resolve(
-            members=options.members, guidance=options.guidance, seed=options.seed, matching=options.matching,
-            advection=options.advection, motion_spread=options.motion_spread,
-            detail_lifetime=options.detail_lifetime, extrapolation_lifetime=options.extrapolation_lifetime,
-            thresholds=options.thresholds)
+        resolved = info.defaults.resolve(seed=options.seed,
+                                         **options.model_dump(include=set(REQUEST_OPTIONS)))
     except ValueError as err:
         raise InputError(str(err)) from err
     height, width = data.values.shape[1:]
@@ -225,10 +223,8 @@ async def submit_nowcast(
     pixels = to_pixels(data.values, data.unit, info.transform)
     job_request = JobRequest(
         shape=list(data.values.shape), unit=data.unit, timestamps=data.timestamps, step_minutes=step,
-        members=options.members, thresholds=options.thresholds, guidance=options.guidance, seed=options.seed,
-        matching=options.matching, advection=options.advection, motion_spread=options.motion_spread,
-        detail_lifetime=options.detail_lifetime, extrapolation_lifetime=options.extrapolation_lifetime,
-        source=data.source, **data.grid,
+        seed=options.seed, **options.model_dump(include=set(REQUEST_OPTIONS)), source=data.source,
+        **data.grid,
         # the checkpoint's conventions, so that the result's metadata can state them
         rain_min=info.transform.rain_min,
         zr_relation=f"Z = {info.transform.zr_a:g} R^{info.transform.zr_b:g}",

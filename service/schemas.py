@@ -76,6 +76,9 @@ class NowcastOptions(BaseModel):
         f"{list(DEFAULT_THRESHOLDS)} unless the checkpoint says otherwise)",
     )
     guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance scale")
+    guidance_share: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of the DDIM steps, the noisiest first, that apply "
+        "guidance; the others skip its second network pass (1: every step, as the STLDM paper)")
     seed: int = Field(0, ge=0, lt=2**63, description="seed of the request: member k starts from noise "
                       "drawn by a generator seeded from the hash of (seed, k), whatever else the worker "
                       "batches with it")
@@ -248,6 +251,7 @@ class ResultMetadata(BaseModel):
     yorigin: str = "upper"
     model_version: str
     guidance: float | None = None
+    guidance_share: float | None = None
     seed: int | None = None
     matching: str | None = None
     advection: str | None = None

@@ -72,9 +72,10 @@ class ModelSettings(BaseModel):
     checkpoint: str = "checkpoints/default"
     device: str = Field(default="auto", description=f"one of {DEVICES}; auto = cuda when available")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default")
-    precision: Literal["float32", "bfloat16"] = Field(
-        default="float32", description="the denoiser's number format (model.precision): bfloat16 "
-        "is faster on CPUs with AVX512-BF16 or AMX and on GPUs; the worker refuses it elsewhere")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="the denoiser's number format (model.precision): bfloat16 "
+        "is faster on CPUs with AVX512-BF16 or AMX and on GPUs, with the same skill; the worker "
+        "refuses it elsewhere. auto = bfloat16 where the device runs it natively, else float32")
     steps: int | None = Field(default=None, ge=1, description="DDIM steps per forecast; "
                               "None = the checkpoint's default (its manifest)")
     max_members: int = Field(default=50, ge=1)

@@ -46,7 +46,8 @@ from pydantic import ValidationError
 
 from model.grid import Grid
 from model.nowcast import EnsembleNowcast, Nowcaster, NowcastInput
-from model.options import NowcastOptions, utc
+from model.options import OPTIONS, REQUEST_OPTIONS, NowcastOptions, utc
+from model.precision import resolve_precision
 from service import jobs
 from service.contract import JobRequest, ResultMeta
 from service.metrics import WorkerMetrics
@@ -124,10 +125,11 @@ class Worker:
         self.queue = settings.queue
         if settings.model.threads > 0:
             torch.set_num_threads(settings.model.threads)
+        device = resolve_device(settings.model.device)
+        self.precision = resolve_precision(settings.model.precision, device)
         if nowcaster is None:
-            nowcaster = Nowcaster.from_checkpoint(settings.model.checkpoint,
-                                                  device=resolve_device(settings.model.device),
-                                                  precision=settings.model.precision)
+            nowcaster = Nowcaster.from_checkpoint(settings.model.checkpoint, device=device,
+                                                  precision=self.precision)
         if settings.model.steps is not None:  # the operator's choice of DDIM steps
             train_steps = nowcaster.config.diffusion.train_steps
             if not 1 <= settings.model.steps <= train_steps:
@@ -141,7 +143,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.metrics.model.info({"model_version": self.model_version, "worker": self.name,
                                  "checkpoint": settings.model.checkpoint,
-                                 "precision": settings.model.precision})
+                                 "precision": self.precision})
         self.jobs_done = 0
         self._since = time.time()
         self._held: dict[str, jobs.Claim] = {}
@@ -152,8 +154,8 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; Redis outages are logged and waited out."""
-        log.info("worker %s serving %s (defaults %s)", self.name, self.model_version,
-                 self.nowcaster.defaults.to_dict())
+        log.info("worker %s serving %s, denoiser in %s (defaults %s)", self.name, self.model_version,
+                 self.precision, self.nowcaster.defaults.to_dict())
         try:
             while not stop.is_set():
                 try:
@@ -248,11 +250,8 @@ class Worker:
         if request.members is not None and not 1 <= request.members <= self.settings.model.max_members:
             raise ValueError(f"members must be in 1..{self.settings.model.max_members}, "
                              f"got {request.members}")
-        options = self.nowcaster.options(
-            members=request.members, guidance=request.guidance, seed=request.seed, matching=request.matching,
-            advection=request.advection, motion_spread=request.motion_spread,
-            detail_lifetime=request.detail_lifetime, extrapolation_lifetime=request.extrapolation_lifetime,
-            thresholds=request.thresholds)
+        options = self.nowcaster.options(seed=request.seed,
+                                         **request.model_dump(include=set(REQUEST_OPTIONS)))
         prepared = self.nowcaster.prepare(
             frames, unit="pixel", timestamps=request.timestamps or None, step_minutes=request.step_minutes,
             grid=request_grid(request, frames.shape[1:]), seed=request.seed, advection=options.advection,
@@ -292,10 +291,8 @@ class Worker:
         """Store ``nowcast``'s products and acknowledge the job."""
         opts = nowcast.options
         meta = ResultMeta(
-            model_version=self.model_version, timestep_minutes=nowcast.step_minutes, members=opts.members,
-            guidance=opts.guidance, seed=opts.seed, matching=opts.matching, advection=opts.advection,
-            motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime,
-            extrapolation_lifetime=opts.extrapolation_lifetime, steps=opts.steps,
+            model_version=self.model_version, timestep_minutes=nowcast.step_minutes, seed=opts.seed,
+            **{name: getattr(opts, name) for name in OPTIONS if name != "thresholds"},
             batch_jobs=nowcast.batch_jobs,
             worker=self.name, attempts=job.claim.deliveries,
             timings={"queued_seconds": round(job.started - job.created, 3), **nowcast.timings},

@@ -9,8 +9,9 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
 2. ``main`` (70 %): translator and denoiser trained in the dense Lagrangian frame
    (``--advection dense``) on the stage-1 VAE, end to end (the VAE keeps learning; six random
    frames per window for the pixel-space terms, ``--pixel-frames 6``);
-3. the scorecard (the rest): the defaults (motion perturbations, DDIM steps: the fewest within
-   ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the checkpoint
+3. the scorecard (the rest): the defaults (motion perturbations, DDIM steps and the share of
+   them that apply guidance: the fewest denoiser passes within ``--steps-tolerance`` of the best
+   CRPS) chosen on the validation windows, the checkpoint
    written to ``--out`` with its model card.
 
 The steps of each stage are set by ``--vae-steps`` and ``--steps``; the budget only stops a
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> Path:
     card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
             "--steps", *[str(v) for v in args.ddim_steps], "--steps-tolerance", str(args.steps_tolerance),
             "--motion-spread", *[str(v) for v in args.motion_spread],
+            "--guidance-share", *[str(v) for v in args.guidance_share],
             "--detail-lifetime", *[str(v) for v in args.detail_lifetime],
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
             "--threads", str(args.threads)]
@@ -100,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ddim-steps", type=int, nargs="+", default=[5, 10],
                         help="DDIM steps the scorecard tries")
     parser.add_argument("--steps-tolerance", type=float, default=0.005,
-                        help="scorecard: the fewest DDIM steps within this relative CRPS of the best")
+                        help="scorecard: the fewest denoiser passes (DDIM steps and guided steps) "
+                        "within this relative CRPS of the best")
+    parser.add_argument("--guidance-share", type=float, nargs="+", default=[1.0, 0.4],
+                        help="shares of the DDIM steps, the noisiest first, that apply guidance, that "
+                        "the scorecard tries")
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 2.0],
                         help="motion perturbation sizes the scorecard tries")
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[1000.0],

@@ -34,6 +34,7 @@ import torch
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
 from model.options import ADVECTIONS, MATCHINGS, PRECISIONS, NowcastOptions
+from model.sampler import guided_steps
 from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
 from verification.metrics import threshold_to_mmh
@@ -61,14 +62,23 @@ def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptio
             "stldm_crps_all_leads": float(np.mean([c for c in crps if c is not None])) if crps else None}
 
 
+def network_passes(options: dict) -> int:
+    """Denoiser passes per member of a nowcast with ``options``: one per DDIM step, and a second
+    (the null condition) at each step that applies guidance."""
+    steps = int(options["steps"])
+    guided = guided_steps(steps, float(options.get("guidance_share", 1.0))) if options["guidance"] else 0
+    return steps + guided
+
+
 def choose(trials: list[dict], steps_tolerance: float = 0.0) -> dict:
     """The trial with the lowest mean fair CRPS; with ``steps_tolerance`` r > 0, the one with the
-    fewest DDIM steps among those within ``(1 + r)`` times that CRPS (ties: the lower CRPS)."""
+    fewest denoiser passes (:func:`network_passes`: DDIM steps and guided steps) among those
+    within ``(1 + r)`` times that CRPS (ties: the lower CRPS)."""
     if steps_tolerance < 0:
         raise ValueError(f"steps_tolerance must be >= 0, got {steps_tolerance}")
     best = min(t["scores"]["stldm_crps_all_leads"] for t in trials)
     close = [t for t in trials if t["scores"]["stldm_crps_all_leads"] <= best * (1 + steps_tolerance)]
-    return min(close, key=lambda t: (t["options"]["steps"], t["scores"]["stldm_crps_all_leads"]))
+    return min(close, key=lambda t: (network_passes(t["options"]), t["scores"]["stldm_crps_all_leads"]))
 
 
 def init_summary(init: Path) -> dict | None:
@@ -163,12 +173,14 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
     trial_rows = "\n".join(
         f"| {t['options']['steps']} | {t['options']['advection']} | {t['options']['matching']} | "
         f"{t['options']['motion_spread']} | "
-        f"{t['options']['guidance']} | {t['options'].get('detail_lifetime', 0.0)} | "
+        f"{t['options']['guidance']} | {t['options'].get('guidance_share', 1.0)} | "
+        f"{t['options'].get('detail_lifetime', 0.0)} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | "
         f"{t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
     rule = ("the lowest mean fair CRPS (mm/h, all groups and leads)" if not steps_tolerance else
             f"of the trials within {steps_tolerance:.1%} of the lowest mean fair CRPS (mm/h, all groups "
-            "and leads), the one with the fewest DDIM steps,")
+            "and leads), the one with the fewest denoiser passes (DDIM steps, and a second pass at "
+            "each guided step),")
     return f"""# Default model: {manifest['model_version']}
 
 STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
@@ -195,9 +207,9 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 {rule} is the checkpoint's default (`manifest.json`,
 `nowcast`): {json.dumps(chosen['options'])}.
 
-| DDIM steps | advection | matching | motion_spread | guidance | detail_lifetime | \
+| DDIM steps | advection | matching | motion_spread | guidance | guidance_share | detail_lifetime | \
 extrapolation_lifetime | CRPS |
-|---|---|---|---|---|---|---|---|
+|---|---|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -229,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0],
                         help="sizes of the member-wise motion perturbations to try (dense frame)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
+    parser.add_argument("--guidance-share", type=float, nargs="+", default=[1.0],
+                        help="shares of the DDIM steps, the noisiest first, that apply guidance, to try")
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[0.0],
                         help="minutes over which the input's detail the VAE does not reproduce fades "
                         "from the members (0: none) to try")
@@ -237,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the model's forecast (0: the model's alone) to try")
     parser.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps")
     parser.add_argument("--steps-tolerance", type=float, default=0.0,
-                        help="relative CRPS within which the trial with the fewest DDIM steps is kept "
-                             "(0: the lowest CRPS)")
+                        help="relative CRPS within which the trial with the fewest denoiser passes "
+                             "(DDIM steps and guided steps) is kept (0: the lowest CRPS)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="score about this many windows, evenly spaced over the split")
     parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,
@@ -249,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps_tolerance < 0:  # before the minutes of scoring, not after them
         parser.error(f"--steps-tolerance must be >= 0, got {args.steps_tolerance}")
+    for share in args.guidance_share:
+        if not 0 <= share <= 1:
+            parser.error(f"--guidance-share must be in [0, 1], got {share}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -263,12 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"{nowcaster.config.size} cells in its split; nothing to choose the defaults on")
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
-    for steps, advection, matching, spread, guidance, detail, blend in itertools.product(
-            args.steps, frames, args.matching, args.motion_spread, args.guidance, args.detail_lifetime,
-            args.extrapolation_lifetime):
+    for steps, advection, matching, spread, guidance, share, detail, blend in itertools.product(
+            args.steps, frames, args.matching, args.motion_spread, args.guidance, args.guidance_share,
+            args.detail_lifetime, args.extrapolation_lifetime):
         options = nowcaster.options(members=args.members, steps=steps, guidance=guidance,
-                                    matching=matching, advection=advection, motion_spread=spread,
-                                    detail_lifetime=detail, extrapolation_lifetime=blend)
+                                    guidance_share=share, matching=matching, advection=advection,
+                                    motion_spread=spread, detail_lifetime=detail,
+                                    extrapolation_lifetime=blend)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})

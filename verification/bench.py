@@ -5,6 +5,11 @@ a service worker runs one thread per process), with the allocator settings of th
 (:mod:`model.allocator`). Where a full 20-step ensemble would take minutes (the paper preset
 on a CPU), the time is composed exactly from a 1-step forecast (encoding, translator, one
 denoiser call, decoding) plus 19 separately timed denoiser calls on the prepared condition.
+
+With ``checkpoint`` it also times the nowcast a service worker makes with that checkpoint and
+its defaults (``model.nowcast.Nowcaster.nowcast``: motion field, perturbed members, sampling
+with the checkpoint's DDIM steps and guidance, decoding, the short-lead blend, advection back
+and matching), the figure the service's users wait for.
 """
 
 from __future__ import annotations
@@ -113,6 +118,25 @@ def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtyp
                        gflop, method)
 
 
+def bench_service(checkpoint: Path, event: Path | None, *, precision: str, repeats: int,
+                  members: int) -> tuple[float, str, np.ndarray, int]:
+    """Median seconds of one nowcast by a worker serving ``checkpoint`` with its defaults (but
+    ``members``) in ``precision``; a description of the options; the (mm/h) input and its step."""
+    from model.nowcast import Nowcaster
+
+    nowcaster = Nowcaster.from_checkpoint(checkpoint, precision=precision)
+    frames, step = sample_input(nowcaster.config, event)
+    opts = nowcaster.options(members=members)
+
+    def run() -> None:
+        nowcaster.nowcast(frames, unit="mm/h", step_minutes=step, members=members)
+
+    run()  # warm-up
+    about = (f"{nowcaster.model_version}: {opts.steps} DDIM steps, guidance {opts.guidance:g} on "
+             f"{opts.guidance_share:.0%} of them, advection {opts.advection}, matching {opts.matching}")
+    return timed(run, repeats, lambda: None), about, frames, step
+
+
 def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int,
                   repeats: int) -> float | None:
     """Median seconds of a pysteps STEPS ensemble on the same input; None without pysteps."""
@@ -131,11 +155,12 @@ def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int
 
 def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | None,
               with_pysteps: bool, compose_paper_on_cpu: bool = True, threads: int = 1,
-              precisions: list[str] | None = None) -> list[str]:
+              precisions: list[str] | None = None, checkpoint: Path | None = None) -> list[str]:
     """Run the benchmark at ``threads`` torch threads and return the printed lines.
 
     ``precisions``: the denoiser's formats timed on the CPU (default float32, and bfloat16 where
-    the CPU has native bfloat16 kernels)."""
+    the CPU has native bfloat16 kernels). ``checkpoint``: also time a worker's nowcast with it
+    (:func:`bench_service`)."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
@@ -151,8 +176,8 @@ def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | N
     if torch.cuda.is_available():
         targets.append(("cuda", torch.bfloat16))
     lines.append(f"input: {'real radar ' + event.name if event and event.is_file() else 'synthetic'}"
-                 f" {tuple(x.shape)}, {members} members, 20 DDIM steps, guidance 1.0, "
-                 f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+                 f" {tuple(x.shape)}, {members} members; presets untrained, 20 DDIM steps, guidance 1.0 "
+                 f"on every step; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     lines.append(f"{'preset':8s} {'device':6s} {'dtype':9s} {'s/ensemble':>11s} {'GFLOP':>9s} "
                  f"{'GFLOP/s':>9s}  method")
     results = []
@@ -164,6 +189,12 @@ def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | N
             results.append(r)
             lines.append(f"{r.preset:8s} {r.device:6s} {r.dtype:9s} {r.seconds:11.2f} "
                          f"{r.gflop:9.1f} {r.gflops:9.1f}  {r.method}")
+    for precision in precisions if checkpoint is not None else []:
+        seconds, about, _, _ = bench_service(checkpoint, event, precision=precision, repeats=repeats,
+                                             members=members)
+        results.append(BenchResult("service", "cpu", precision, members, seconds, float("nan"), about))
+        lines.append(f"{'service':8s} {'cpu':6s} {precision:9s} {seconds:11.2f} {'':>9s} {'':>9s}  "
+                     f"the worker's nowcast, {about}")
     if with_pysteps:
         seconds = bench_pysteps(frames, members=members, t_out=config.t_out, step=step,
                                 repeats=repeats)

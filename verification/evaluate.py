@@ -5,8 +5,8 @@ cells, in mm/h:
 
 - ``stldm``: the STLDM ensemble exactly as the service delivers it (``model.nowcast.Nowcaster``
   with the checkpoint's defaults, seed ``seed + window``; ``--matching``, ``--advection``,
-  ``--motion-spread``, ``--detail-lifetime``, ``--extrapolation-lifetime``, ``--steps`` and
-  ``--guidance`` override a default);
+  ``--motion-spread``, ``--detail-lifetime``, ``--extrapolation-lifetime``, ``--steps``,
+  ``--guidance`` and ``--guidance-share`` override a default);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
@@ -47,14 +47,14 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from model.checkpoint import read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, MATCHINGS, PRECISIONS, NowcastOptions
+from model.options import ADVECTIONS, MATCHINGS, OPTIONS, PRECISION_SETTINGS, NowcastOptions
 from radar.split import SplitRule, Window, WindowShape, windows_of
 from verification.baselines import extrapolation_nowcast, steps_nowcast
 from verification.metrics import PAPER_THRESHOLDS_255, Threshold, threshold_to_mmh
@@ -87,6 +87,7 @@ class EvaluateOptions:
     detail_lifetime: float | None = None
     extrapolation_lifetime: float | None = None
     guidance: float | None = None
+    guidance_share: float | None = None
     steps: int | None = None
     allow_training_data: bool = False
     lpips_weights: Path | None = None
@@ -94,7 +95,7 @@ class EvaluateOptions:
     plots: bool = True
     threads: int = 1  # torch CPU threads; 1 matches STEPS' single worker (equal resources)
     methods: tuple[str, ...] = METHODS
-    precision: str = "float32"  # the denoiser's number format (model.precision)
+    precision: str = "auto"  # the denoiser's number format (model.precision), as the worker's default
 
 
 def training_files(manifest: dict) -> set[str]:
@@ -241,12 +242,8 @@ def score_windows(nowcaster: Nowcaster, windows: list[Window], options: NowcastO
         if run_stldm:
             times = [np.datetime64(t, "s").astype(object) for t in win.times[:t_in]]
             start = time.perf_counter()
-            out = nowcaster.nowcast(x, unit="mm/h", timestamps=times, members=options.members,
-                                    steps=options.steps, guidance=options.guidance, seed=seed + i,
-                                    matching=options.matching, advection=options.advection,
-                                    motion_spread=options.motion_spread,
-                                    detail_lifetime=options.detail_lifetime,
-                                    extrapolation_lifetime=options.extrapolation_lifetime)
+            out = nowcaster.nowcast(x, unit="mm/h", timestamps=times, seed=seed + i,
+                                    **{name: getattr(options, name) for name in OPTIONS})
             seconds["stldm"].append(time.perf_counter() - start)
             forecasts["stldm"] = out.members
             forecasts["stldm_first_estimate"] = out.first_estimate[None]
@@ -284,11 +281,12 @@ def evaluate(opts: EvaluateOptions) -> dict:
         raise ValueError(f"threads must be >= 1, got {opts.threads}")
     torch.set_num_threads(opts.threads)
     manifest = read_manifest(opts.checkpoint)
+    from model.precision import resolve_precision
+
+    # "auto" resolved here, so that the report names the format that produced it
+    opts = replace(opts, precision=resolve_precision(opts.precision, torch.device("cpu")))
     nowcaster = Nowcaster.from_checkpoint(opts.checkpoint, precision=opts.precision)
-    options = nowcaster.options(members=opts.members, steps=opts.steps, guidance=opts.guidance,
-                                matching=opts.matching, advection=opts.advection,
-                                motion_spread=opts.motion_spread, detail_lifetime=opts.detail_lifetime,
-                                extrapolation_lifetime=opts.extrapolation_lifetime)
+    options = nowcaster.options(**{name: getattr(opts, name) for name in OPTIONS if name != "thresholds"})
     if options.members < 2:
         raise ValueError(f"members must be >= 2 for ensemble scores, got {options.members}")
     config, transform = nowcaster.config, nowcaster.config.transform
@@ -418,6 +416,9 @@ def add_evaluate_parser(sub) -> None:
                    help="minutes over which the members go from the extrapolated last frame to the "
                    "model's forecast, 0: the model's alone (default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
+    p.add_argument("--guidance-share", type=float, default=None,
+                   help="share of the DDIM steps, the noisiest first, that apply guidance (default: the "
+                   "checkpoint's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--allow-training-data", action="store_true",
                    help="with --split-from: score files that gave the checkpoint training/validation windows")
@@ -428,8 +429,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--methods", type=methods_argument, default=METHODS,
                    help=f"comma list of the methods to run and score (default: all, {','.join(METHODS)}); "
                    "e.g. stldm,persistence skips the slow pysteps baselines")
-    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                   help="the denoiser's number format (bfloat16: faster on CPUs with AVX512-BF16 or AMX)")
+    p.add_argument("--precision", choices=PRECISION_SETTINGS, default=defaults.precision,
+                   help="the denoiser's number format (bfloat16: faster on CPUs with AVX512-BF16 or AMX; "
+                   "auto, the worker's default: bfloat16 where the CPU runs it natively)")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -443,7 +445,7 @@ def cmd_evaluate(args) -> int:
         paper_thresholds=args.paper_thresholds, matching=args.matching, advection=args.advection,
         motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime,
         extrapolation_lifetime=args.extrapolation_lifetime, guidance=args.guidance,
-        steps=args.steps,
+        guidance_share=args.guidance_share, steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
         fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads, methods=args.methods,
         precision=args.precision)

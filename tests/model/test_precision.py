@@ -9,8 +9,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from model import precision as precision_module
 from model.nowcast import Nowcaster
-from model.precision import bfloat16_supported, dtype_of, set_precision
+from model.precision import bfloat16_supported, dtype_of, resolve_precision, set_precision
 from service.settings import ModelSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +24,23 @@ def test_unknown_precision_is_refused_naming_the_choices():
         dtype_of("fp16")
     with pytest.raises(ValidationError, match="precision"):
         ModelSettings(precision="fp16")
+
+
+def test_auto_is_bfloat16_only_where_the_device_runs_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    assert ModelSettings().precision == "auto"  # the worker's default
+    assert resolve_precision("auto", cpu) == ("bfloat16" if bfloat16_supported(cpu) else "float32")
+    monkeypatch.setattr(precision_module, "bfloat16_supported", lambda device: False)
+    assert resolve_precision("auto", cpu) == "float32"  # a CPU without the kernels keeps float32
+    assert resolve_precision("float32", cpu) == "float32"
+    with pytest.raises(ValueError, match=r"one of \('auto', 'float32', 'bfloat16'\), got 'fp16'"):
+        resolve_precision("fp16", cpu)
+
+
+def test_auto_leaves_the_denoiser_in_float32_without_native_kernels(tiny_model, monkeypatch):
+    monkeypatch.setattr(precision_module, "bfloat16_supported", lambda device: False)
+    set_precision(tiny_model, "auto")
+    assert {p.dtype for p in tiny_model.denoiser.parameters()} == {torch.float32}
 
 
 @needs_bf16

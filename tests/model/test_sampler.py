@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.sampler import cfg, guided_step, member_noise, sample_latents
+from model.sampler import cfg, guided_step, guided_steps, member_noise, sample_latents
 
 STEPS = 5  # a short DDIM grid keeps the tests fast; the grid itself is tested in test_scheduler
 
@@ -26,13 +26,14 @@ def latents(tiny_config) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.inference_mode()
-def two_pass_loop(model, cond, noise, *, steps, guidance):
-    """The DDIM loop written out: separate conditional and unconditional denoiser calls."""
+def two_pass_loop(model, cond, noise, *, steps, guidance, guided=None):
+    """The DDIM loop written out: separate conditional and unconditional denoiser calls; only the
+    first ``guided`` steps (default all) apply guidance."""
     x = noise
-    for t, t_prev in model.scheduler.timesteps(steps):
+    for i, (t, t_prev) in enumerate(model.scheduler.timesteps(steps)):
         times = torch.full((x.shape[0],), t, dtype=torch.long)
         v = model.denoiser(x, times, cond)
-        if guidance != 0:
+        if guidance != 0 and (guided is None or i < guided):
             v = (1 + guidance) * v - guidance * model.denoiser(x, times, None)
         x = model.scheduler.step(v, t, t_prev, x)
     return x
@@ -78,6 +79,41 @@ def test_guidance_zero_is_the_conditional_prediction_alone(tiny_model, latents):
     guided = sample_latents(tiny_model.denoiser, tiny_model.scheduler, cond, noise,
                             steps=STEPS, guidance=1.0)
     assert (out - guided).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(("steps", "share", "guided"), [
+    (5, 1.0, 5), (5, 0.6, 3), (5, 0.4, 2), (5, 0.2, 1), (5, 0.0, 0), (20, 0.4, 8), (20, 0.05, 1),
+    (10, 0.3, 3), (3, 0.5, 2)])
+def test_guided_steps_is_the_share_of_the_steps_rounded_up(steps, share, guided):
+    assert guided_steps(steps, share) == guided  # 0.6 * 5 is 3.0000000000000004 in floats: still 3
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_guided_steps_refuses_a_share_outside_0_1(share):
+    with pytest.raises(ValueError, match="guidance_share must be in"):
+        guided_steps(5, share)
+
+
+def test_guidance_share_guides_only_the_noisiest_steps(tiny_model, latents):
+    cond, noise = latents
+    sizes = []
+    run = tiny_model.denoiser.run
+    tiny_model.denoiser.run = lambda x, *args: sizes.append(x.shape[0]) or run(x, *args)
+    try:
+        out = sample_latents(tiny_model.denoiser, tiny_model.scheduler, cond, noise,
+                             steps=STEPS, guidance=1.0, guidance_share=0.4)
+    finally:
+        del tiny_model.denoiser.run
+    n = cond.shape[0]
+    assert sizes == [2 * n, 2 * n, n, n, n]  # the null pass only where guided: 7 of 10 passes
+    manual = two_pass_loop(tiny_model, cond, noise, steps=STEPS, guidance=1.0, guided=2)
+    torch.testing.assert_close(out, manual, rtol=0, atol=1e-5)
+    for share, guidance in ((1.0, 1.0), (0.0, 0.0)):  # the ends: every step guided, none
+        full = sample_latents(tiny_model.denoiser, tiny_model.scheduler, cond, noise, steps=STEPS,
+                              guidance=1.0, guidance_share=share)
+        plain = two_pass_loop(tiny_model, cond, noise, steps=STEPS, guidance=guidance)
+        torch.testing.assert_close(full, plain, rtol=0, atol=1e-5)
+        assert (full - out).abs().max() > 1e-4
 
 
 def test_member_noise_is_per_seed_and_member(tiny_config):
@@ -165,9 +201,10 @@ def test_sampled_encoding_is_reproducible_and_differs_from_the_mean(tiny_model, 
         ((1, 3, 64, 64), {"encoding": "x"}, "encoding"),
         ((2, 3, 64, 64), {"seed": [1, 2, 3]}, "seed"),
         ((2, 3, 64, 64), {"seed": [1]}, "seed"),
+        ((1, 3, 64, 64), {"guidance_share": 1.5}, "guidance_share"),
     ],
     ids=["wrong-t-in", "wrong-ndim", "size-not-multiple", "zero-members", "unknown-encoding",
-         "too-many-seeds", "too-few-seeds"],
+         "too-many-seeds", "too-few-seeds", "share-over-one"],
 )
 def test_forecast_rejects_invalid_arguments(tiny_model, shape, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -123,7 +123,7 @@ def submit_job(call_async, queue_settings: QueueSettings):
 class FakeModel:
     """Stands in for STLDM: persistence of the last input frame plus ``0.01 * member``.
 
-    Records ``(batch, members, seeds, matching, advection)`` of every ``forecast`` call; a job
+    Records ``(batch, members, seeds, matching, advection, guidance_share)`` of every ``forecast`` call; a job
     whose seed is in ``fail_seeds`` makes the call raise.
     """
 
@@ -131,16 +131,17 @@ class FakeModel:
 
     def __init__(self, config: STLDMConfig, *, fail_seeds: tuple[int, ...] = (), delay: float = 0.0) -> None:
         self.config = config
-        self.calls: list[tuple[int, int, list[int], str, str]] = []
+        self.calls: list[tuple[int, int, list[int], str, str, float]] = []
         self.fail_seeds = fail_seeds
         self.delay = delay
 
     def forecast(self, x: torch.Tensor, *, members: int, steps: int, guidance: float, seed: list[int],
-                 matching: str = "none", advection: str = "none", step_minutes: int | None = None,
+                 guidance_share: float = 1.0, matching: str = "none", advection: str = "none",
+                 step_minutes: int | None = None,
                  motion: torch.Tensor | None = None, motion_spread: float = 0.0,
                  cell_km: float | None = None, detail_lifetime: float = 0.0,
                  extrapolation_lifetime: float = 0.0):
-        self.calls.append((x.shape[0], members, list(seed), matching, advection))
+        self.calls.append((x.shape[0], members, list(seed), matching, advection, guidance_share))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")
         if self.delay:

@@ -120,6 +120,7 @@ BAD_PAYLOADS = {
     "timestep": (payload(timestamps=times(step=7)), "one of the model's time steps, [2, 5, 6] min"),
     "timestamps count": (payload(timestamps=times(4)), "one time per frame"),
     "guidance": (payload(guidance=11), "guidance"),
+    "guidance share": (payload(guidance_share=1.5), "guidance_share"),
     "thresholds": (payload(thresholds=[-1.0]), "thresholds"),
     "matching": (payload(matching="quantile"), "matching"),
     "advection": (payload(advection="optical_flow"), "advection"),

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.checkpoint import load_checkpoint, read_manifest
 from model.nowcast import Nowcaster
+from model.precision import bfloat16_supported
 from service import jobs
 from service.worker import Worker
 from tests.service.helpers import nowcaster_of
@@ -68,6 +70,17 @@ def test_compatible_jobs_are_sampled_in_one_forecast_call(settings, fake_model, 
         assert set(meta["timings"]) >= {"queued_seconds", "sampling_seconds"}
     assert result_of(call_async, settings.queue, other)["members"].shape[0] == 3
     assert call_async(jobs.queue_depth, settings.queue) == 0
+
+
+def test_guidance_share_reaches_the_model_and_the_result(settings, fake_model, submit_job, call_async):
+    default = submit_job(frames(0.4), seed=1)[0]
+    share = submit_job(frames(0.4), seed=2, guidance_share=0.4)[0]
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model), name="w1")
+    assert worker.step(block_ms=100) == 2
+    # a different share is a different call: the denoiser runs another number of passes
+    assert sorted((call[2], call[5]) for call in fake_model.calls) == [([1], 1.0), ([2], 0.4)]
+    assert result_of(call_async, settings.queue, default)["meta"]["guidance_share"] == 1.0
+    assert result_of(call_async, settings.queue, share)["meta"]["guidance_share"] == 0.4
 
 
 def test_a_job_held_by_a_dead_worker_is_taken_over_after_the_lease(settings, redis, fake_model, submit_job,
@@ -189,12 +202,18 @@ def test_the_real_checkpoint_serves_a_job_end_to_end(settings, submit_job, call_
     assert result["meta"]["extrapolation_lifetime"] == 8.0
 
 
-def test_a_member_does_not_depend_on_the_jobs_batched_with_it(settings, submit_job, call_async):
-    """Same input and seed -> the same nowcast, alone or sampled in one call with another job."""
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_member_does_not_depend_on_the_jobs_batched_with_it(settings, submit_job, call_async, precision):
+    """Same input and seed -> the same nowcast, alone or sampled in one call with another job:
+    to float rounding in float32; in bfloat16 (the worker's ``auto`` on CPUs with native
+    kernels), to bfloat16 rounding, which batched kernels do differently."""
+    if precision == "bfloat16" and not bfloat16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16 kernels")
     model = load_checkpoint(CHECKPOINT)
     rng = np.random.default_rng(1)
     pixels = (rng.random((model.config.t_in, 64, 64)) * 0.7).astype(np.float32)
-    worker = Worker(settings, nowcaster=Nowcaster.from_checkpoint(CHECKPOINT), name="w-batch")
+    worker = Worker(settings, nowcaster=Nowcaster.from_checkpoint(CHECKPOINT, precision=precision),
+                    name="w-batch")
     alone, _ = submit_job(pixels, members=2, seed=5)
     assert worker.step(block_ms=100) == 1
     batched, _ = submit_job(pixels, members=2, seed=5)
@@ -203,15 +222,20 @@ def test_a_member_does_not_depend_on_the_jobs_batched_with_it(settings, submit_j
     first, second = (result_of(call_async, settings.queue, job) for job in (alone, batched))
     assert first["meta"]["batch_jobs"] == 1 and second["meta"]["batch_jobs"] == 2
     batched_members, alone_members = second["members"], first["members"]
-    same = np.isclose(batched_members, alone_members, atol=1e-3) | (np.isnan(batched_members)
-                                                                   & np.isnan(alone_members))
-    # batched kernels round differently (about 1e-6); cdf matching may then swap the matched values
-    # of two near-tied cells, so a few cells differ, but each field has the same values
-    assert same.mean() > 0.999, same.mean()
-    k, t = alone_members.shape[:2]
-    np.testing.assert_allclose(np.sort(batched_members.reshape(k, t, -1)),
-                               np.sort(alone_members.reshape(k, t, -1)), atol=1e-3)
-    assert not np.allclose(result_of(call_async, settings.queue, other)["members"], first["members"])
+    assert np.array_equal(np.isnan(batched_members), np.isnan(alone_members))
+    difference = np.abs(batched_members - alone_members)
+    if precision == "float32":
+        # batched kernels round differently (about 1e-6); cdf matching may then swap the matched
+        # values of two near-tied cells, so a few cells differ, but each field has the same values
+        assert np.nanmean(difference <= 1e-3) > 0.999
+        k, t = alone_members.shape[:2]
+        np.testing.assert_allclose(np.sort(batched_members.reshape(k, t, -1)),
+                                   np.sort(alone_members.reshape(k, t, -1)), atol=1e-3)
+    else:  # measured: mean 0.006 mm/h on 1.4 mm/h (0.4 %), 99th percentile 0.06 mm/h
+        assert np.nanmean(difference) < 0.01 * np.nanmean(alone_members)
+        assert np.nanpercentile(difference, 99) < 0.1 * np.nanmax(alone_members)
+    other_members = result_of(call_async, settings.queue, other)["members"]
+    assert np.nanmean(np.abs(other_members - alone_members)) > 10 * np.nanmean(difference)
 
 
 def _start_worker(settings, name: str, log_path: Path, **env) -> subprocess.Popen:

@@ -118,11 +118,13 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
 
 
+def trial(steps, crps, guidance=1.0, share=1.0):
+    return {"options": {"steps": steps, "guidance": guidance, "guidance_share": share},
+            "scores": {"stldm_crps_all_leads": crps}}
+
+
 def test_fewer_ddim_steps_win_only_within_the_stated_tolerance_of_the_best_crps():
     from training.scorecard import choose
-
-    def trial(steps, crps):
-        return {"options": {"steps": steps}, "scores": {"stldm_crps_all_leads": crps}}
 
     trials = [trial(20, 0.1832), trial(10, 0.1830), trial(5, 0.1833)]
     assert choose(trials)["options"]["steps"] == 10  # no tolerance: the lowest CRPS
@@ -131,6 +133,19 @@ def test_fewer_ddim_steps_win_only_within_the_stated_tolerance_of_the_best_crps(
     assert choose([trial(5, 0.20), trial(10, 0.18)], 0.05)["options"]["steps"] == 10  # 11 % worse
     with pytest.raises(ValueError, match="steps_tolerance must be >= 0"):
         choose(trials, -0.1)
+
+
+def test_the_tolerance_keeps_the_fewest_denoiser_passes_counting_the_guided_steps():
+    from training.scorecard import choose, network_passes
+
+    assert network_passes(trial(5, 0.0)["options"]) == 10  # every step twice: conditional and null
+    assert network_passes(trial(5, 0.0, share=0.4)["options"]) == 7
+    assert network_passes(trial(5, 0.0, guidance=0.0, share=0.4)["options"]) == 5
+    assert network_passes({"steps": 20, "guidance": 1.0}) == 40  # trials scored before the share
+    trials = [trial(5, 0.1833), trial(5, 0.1836, share=0.4), trial(10, 0.1830, share=0.2)]
+    assert choose(trials, 0.005)["options"]["guidance_share"] == 0.4  # 7 passes against 10 and 12
+    kept = choose(trials, 0.002)["options"]  # 0.1836 is 0.33 % worse: out; 10 passes beat 12
+    assert (kept["steps"], kept["guidance_share"]) == (5, 1.0)
 
 
 def test_a_negative_steps_tolerance_is_refused_before_any_window_is_scored(tmp_path, capsys):

@@ -72,3 +72,21 @@ def test_nowcast_bench_times_the_paper_preset_in_bfloat16_composed():
 def test_nowcast_bench_refuses_zero_threads():
     with pytest.raises(ValueError, match="threads"):
         run_bench(presets=["small"], members=1, repeats=1, event=None, with_pysteps=False, threads=0)
+
+
+def test_nowcast_bench_times_the_workers_nowcast_with_the_checkpoints_defaults():
+    from pathlib import Path
+
+    from model.checkpoint import read_manifest
+
+    checkpoint = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+    defaults = read_manifest(checkpoint)["nowcast"]
+    threads = torch.get_num_threads()
+    try:
+        lines = run_bench(presets=[], members=2, repeats=1, event=None, with_pysteps=False, threads=1,
+                          precisions=["float32"], checkpoint=checkpoint)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line for line in lines if line.startswith("service")]
+    assert len(rows) == 1 and rows[0].split()[1:3] == ["cpu", "float32"] and float(rows[0].split()[3]) > 0
+    assert f"{defaults['steps']} DDIM steps" in rows[0] and f"advection {defaults['advection']}" in rows[0]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.checkpoint import save_checkpoint
+from model.precision import bfloat16_supported
 from radar.split import SplitRule
 from verification.evaluate import EvaluateOptions, evaluate, perceptual_status, training_files
 
@@ -96,7 +98,9 @@ def test_evaluate_scores_the_held_out_windows_of_each_network_at_its_step(tmp_pa
     assert result["timing"]["ratio_stldm_over_steps"] > 0
     report = (out / "report.md").read_text()
     assert report.startswith("# Held-out verification") and "| bb @2 min | steps |" in report
-    assert "; denoiser in float32." in report  # a report says which precision produced it
+    # a report names the format that produced it: "auto" (the worker's default) resolved
+    native = "bfloat16" if bfloat16_supported(torch.device("cpu")) else "float32"
+    assert f"; denoiser in {native}." in report
     for name in ("scores_vs_lead.png", "reliability.png", "rank_histograms.png"):
         assert (out / "aa_5min" / name).stat().st_size > 1000
 
