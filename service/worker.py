@@ -46,7 +46,7 @@ from pydantic import ValidationError
 
 from model.grid import Grid
 from model.nowcast import EnsembleNowcast, Nowcaster, NowcastInput
-from model.options import OPTIONS, REQUEST_OPTIONS, NowcastOptions, utc
+from model.options import REQUEST_OPTIONS, NowcastOptions, utc
 from model.precision import resolve_precision
 from service import jobs
 from service.contract import JobRequest, ResultMeta
@@ -292,7 +292,7 @@ class Worker:
         opts = nowcast.options
         meta = ResultMeta(
             model_version=self.model_version, timestep_minutes=nowcast.step_minutes, seed=opts.seed,
-            **{name: getattr(opts, name) for name in OPTIONS if name != "thresholds"},
+            **opts.model_arguments(),
             batch_jobs=nowcast.batch_jobs,
             worker=self.name, attempts=job.claim.deliveries,
             timings={"queued_seconds": round(job.started - job.created, 3), **nowcast.timings},
