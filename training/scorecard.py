@@ -7,11 +7,12 @@ persistence and pysteps extrapolation (and STEPS with ``--methods``) with the sa
 scores as ``nowcast evaluate`` (``verification.evaluate.score_windows``).
 
 Defaults are chosen here, on validation windows, never on the held-out ones: each of
-``--advection``, ``--matching``, ``--motion-spread``, ``--guidance``, the two lifetimes and
-``--steps`` takes one or more values; every combination is scored and the one with the lowest
-fair CRPS (mean over the groups and lead times) is kept. With ``--steps-tolerance r``, the trial
-with the fewest DDIM steps among those within ``(1 + r)`` times the lowest CRPS is kept instead
-(the sampler's time grows with the steps; skill hardly does). The checkpoint is copied to
+``--advection``, ``--matching``, ``--motion-spread``, ``--guidance``, ``--guidance-share``, the
+two lifetimes and ``--steps`` takes one or more values; every combination is scored and the one
+with the lowest fair CRPS (mean over the groups and lead times) is kept. With
+``--steps-tolerance r``, the trial with the fewest denoiser passes (:func:`network_passes`)
+among those within ``(1 + r)`` times the lowest CRPS is kept instead (the sampler's time grows
+with the passes; skill hardly does). The checkpoint is copied to
 ``--out`` with the chosen options as its manifest's ``nowcast`` block (what every caller of the
 checkpoint then gets by default), the validation scores of every combination, and a
 ``MODEL_CARD.md``.
@@ -264,8 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps_tolerance < 0:  # before the minutes of scoring, not after them
         parser.error(f"--steps-tolerance must be >= 0, got {args.steps_tolerance}")
     for share in args.guidance_share:
-        if not 0 <= share <= 1:
-            parser.error(f"--guidance-share must be in [0, 1], got {share}")
+        try:
+            guided_steps(1, share)  # the sampler's own check of the share
+        except ValueError as err:
+            parser.error(f"--guidance-share: {err}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)

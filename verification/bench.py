@@ -119,9 +119,9 @@ def bench_model(preset: str, x: torch.Tensor, *, members: int, device: str, dtyp
 
 
 def bench_service(checkpoint: Path, event: Path | None, *, precision: str, repeats: int,
-                  members: int) -> tuple[float, str, np.ndarray, int]:
+                  members: int) -> tuple[float, str]:
     """Median seconds of one nowcast by a worker serving ``checkpoint`` with its defaults (but
-    ``members``) in ``precision``; a description of the options; the (mm/h) input and its step."""
+    ``members``) in ``precision``, and a description of the options."""
     from model.nowcast import Nowcaster
 
     nowcaster = Nowcaster.from_checkpoint(checkpoint, precision=precision)
@@ -134,7 +134,7 @@ def bench_service(checkpoint: Path, event: Path | None, *, precision: str, repea
     run()  # warm-up
     about = (f"{nowcaster.model_version}: {opts.steps} DDIM steps, guidance {opts.guidance:g} on "
              f"{opts.guidance_share:.0%} of them, advection {opts.advection}, matching {opts.matching}")
-    return timed(run, repeats, lambda: None), about, frames, step
+    return timed(run, repeats, lambda: None), about
 
 
 def bench_pysteps(frames_mmh: np.ndarray, *, members: int, t_out: int, step: int,
@@ -190,7 +190,7 @@ def run_bench(*, presets: list[str], members: int, repeats: int, event: Path | N
             lines.append(f"{r.preset:8s} {r.device:6s} {r.dtype:9s} {r.seconds:11.2f} "
                          f"{r.gflop:9.1f} {r.gflops:9.1f}  {r.method}")
     for precision in precisions if checkpoint is not None else []:
-        seconds, about, _, _ = bench_service(checkpoint, event, precision=precision, repeats=repeats,
+        seconds, about = bench_service(checkpoint, event, precision=precision, repeats=repeats,
                                              members=members)
         results.append(BenchResult("service", "cpu", precision, members, seconds, float("nan"), about))
         lines.append(f"{'service':8s} {'cpu':6s} {precision:9s} {seconds:11.2f} {'':>9s} {'':>9s}  "

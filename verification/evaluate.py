@@ -272,6 +272,8 @@ def evaluate(opts: EvaluateOptions) -> dict:
     """Run the evaluation and write ``scores.json``, ``report.md`` and plots under ``opts.out``."""
     import torch
 
+    from model.precision import resolve_precision
+
     methods = parse_methods(opts.methods)
     if opts.paper_thresholds not in (*PAPER_THRESHOLDS_255, "none"):
         raise ValueError(f"paper_thresholds must be one of {(*PAPER_THRESHOLDS_255, 'none')}")
@@ -281,8 +283,6 @@ def evaluate(opts: EvaluateOptions) -> dict:
         raise ValueError(f"threads must be >= 1, got {opts.threads}")
     torch.set_num_threads(opts.threads)
     manifest = read_manifest(opts.checkpoint)
-    from model.precision import resolve_precision
-
     # "auto" resolved here, so that the report names the format that produced it
     opts = replace(opts, precision=resolve_precision(opts.precision, torch.device("cpu")))
     nowcaster = Nowcaster.from_checkpoint(opts.checkpoint, precision=opts.precision)
