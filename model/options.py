@@ -20,6 +20,7 @@ from model.products import DEFAULT_THRESHOLDS
 
 ADVECTIONS = ("dense", "bulk", "none")
 MATCHINGS = ("none", "cdf")
+DETAILS = ("fade", "renew")  # how the last frame's detail enters the members (model/detail.py)
 PRECISIONS = ("float32", "bfloat16")  # the denoiser's number format (model/precision.py)
 PRECISION_SETTINGS = ("auto", *PRECISIONS)  # auto: bfloat16 where the device runs it natively
 MAX_THRESHOLDS = 16
@@ -35,7 +36,7 @@ def _thresholds(values: Sequence[float]) -> tuple[float, ...]:
 # ``steps`` is the service's setting (NOWCAST_MODEL__STEPS), not a request's.
 REQUEST_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "members": int, "guidance": float, "guidance_share": float, "matching": str, "advection": str,
-    "motion_spread": float, "detail_lifetime": float, "extrapolation_lifetime": float,
+    "motion_spread": float, "detail_lifetime": float, "detail": str, "extrapolation_lifetime": float,
     "thresholds": _thresholds,
 }
 OPTIONS: dict[str, Callable[[Any], Any]] = {"steps": int, **REQUEST_OPTIONS}
@@ -53,7 +54,9 @@ class NowcastOptions:
     :meth:`model.stldm.STLDM.forecast`; ``motion_spread`` the size of the member-wise motion
     perturbations of the dense frame (1.0 = STEPS'); ``detail_lifetime`` the minutes over which
     the detail of the last input frame that the VAE does not reconstruct fades from the members
-    (0: none; :func:`model.sampler.forecast`); ``extrapolation_lifetime`` the minutes over which
+    (0: none; :func:`model.sampler.forecast`); ``detail`` how it does so, "fade" (the same in
+    every member) or "renew" (each member's own, renewed with noise, :mod:`model.detail`);
+    ``extrapolation_lifetime`` the minutes over which
     the members go from the extrapolated last frame to the model's forecast (0: the model's
     alone); ``thresholds`` of the exceedance probabilities in mm/h.
     """
@@ -69,6 +72,7 @@ class NowcastOptions:
     extrapolation_lifetime: float
     thresholds: tuple[float, ...]
     guidance_share: float = 1.0
+    detail: str = "fade"
 
     def group_key(self) -> tuple:
         """Jobs whose options share this key can be sampled in one call (seeds may differ)."""
@@ -100,6 +104,7 @@ class NowcastDefaults:
     extrapolation_lifetime: float = 0.0
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     guidance_share: float = 1.0
+    detail: str = "fade"
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], config) -> NowcastDefaults:
@@ -142,6 +147,7 @@ class NowcastDefaults:
              f"motion_spread must be in [0, 10], got {opts.motion_spread}"),
             (0.0 <= opts.detail_lifetime <= MAX_LIFETIME,
              f"detail_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, got {opts.detail_lifetime}"),
+            (opts.detail in DETAILS, f"detail must be one of {DETAILS}, got {opts.detail!r}"),
             (0.0 <= opts.extrapolation_lifetime <= MAX_LIFETIME,
              f"extrapolation_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, "
              f"got {opts.extrapolation_lifetime}"),

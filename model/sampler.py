@@ -19,6 +19,7 @@ import torch
 from model.advection import ADVECTIONS, bulk_motion, from_moving_frame, to_moving_frame
 from model.config import ENCODINGS, STLDMConfig
 from model.denoiser import Denoiser, channels_last_frames
+from model.detail import DETAILS, renewed_detail
 from model.lagrangian import (
     dense_motion,
     displacements,
@@ -191,7 +192,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
              encoding: str = "mean", autocast_dtype: torch.dtype | None = None, matching: str = "none",
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-             cell_km: float | None = None, detail_lifetime: float = 0.0,
+             cell_km: float | None = None, detail_lifetime: float = 0.0, detail: str = "fade",
              extrapolation_lifetime: float = 0.0) -> Forecast:
     """Sample an ensemble nowcast.
 
@@ -227,6 +228,12 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         to every member and lead ``l`` minutes ahead with weight ``exp(-l / detail_lifetime)``,
         as Lagrangian persistence of what the latent model cannot represent (small cells, sharp
         edges); 0 returns the members as decoded.
+    detail : how that detail enters the members: "fade" adds the same detail to every member with
+        weight ``exp(-l / detail_lifetime)``; "renew" gives each member its own AR(1) process that
+        starts from the detail and renews it with noise of its spectrum and local amplitude, with
+        correlation ``exp(-l / detail_lifetime)`` (:mod:`model.detail`, as STEPS' small cascade
+        levels), and the extrapolation blend below goes to the last frame's decoding, its detail
+        being the process's.
     extrapolation_lifetime : minutes; when > 0, lead ``l`` of every member becomes ``w * x_last +
         (1 - w) * member`` in the forecast frame, ``w = exp(-l / extrapolation_lifetime)``, with
         ``x_last`` the last input frame there: Lagrangian persistence (an extrapolation nowcast
@@ -261,6 +268,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         raise ValueError(f"motion_spread must be >= 0, got {motion_spread}")
     if detail_lifetime < 0:
         raise ValueError(f"detail_lifetime must be >= 0 minutes, got {detail_lifetime}")
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {DETAILS}, got {detail!r}")
     if extrapolation_lifetime < 0:
         raise ValueError(f"extrapolation_lifetime must be >= 0 minutes, got {extrapolation_lifetime}")
     b = x.shape[0]
@@ -306,12 +315,23 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         out = decode_frames(model.vae, z0.flatten(0, 1))
     out = out.float().reshape(b, members, config.t_out, *x.shape[-2:])
     leads = (step_minutes or 5) * torch.arange(1, config.t_out + 1, device=out.device).float()  # minutes
-    if detail_lifetime > 0:  # the input's detail the VAE does not reproduce, fading with lead time
+    if detail_lifetime > 0:  # the input's detail the VAE does not reproduce
         last = decode_frames(model.vae, mean.float().reshape(b, config.t_in, *latent_shape)[:, -1])
-        detail = x[:, -1].to(out) - last.float().reshape(b, *x.shape[-2:])
-        out = out.addcmul_(fading(leads, detail_lifetime), detail[:, None, None]).clamp_(0, 1)
-    if extrapolation_lifetime > 0:  # from Lagrangian persistence at short leads to the model's members
-        out = out.lerp_(x[:, -1].to(out)[:, None, None].expand_as(out), fading(leads, extrapolation_lifetime))
+        last = last.float().reshape(b, *x.shape[-2:])
+        residual = x[:, -1].to(out) - last
+    if detail_lifetime > 0 and detail == "renew":  # member by member, decorrelating with lead time
+        if extrapolation_lifetime > 0:  # towards the last frame without its detail: the process carries it
+            out = out.lerp_(last[:, None, None].expand_as(out), fading(leads, extrapolation_lifetime))
+        generators = [member_generator(s, k, "detail") for s in seeds for k in range(members)]
+        renewed = renewed_detail(residual, generators, leads=config.t_out,
+                                 step_minutes=float(step_minutes or 5), lifetime=detail_lifetime)
+        out = out.add_(renewed).clamp_(0, 1)
+    else:
+        if detail_lifetime > 0:  # the same in every member, fading with lead time
+            out = out.addcmul_(fading(leads, detail_lifetime), residual[:, None, None]).clamp_(0, 1)
+        if extrapolation_lifetime > 0:  # from Lagrangian persistence at short leads to the model's members
+            out = out.lerp_(x[:, -1].to(out)[:, None, None].expand_as(out),
+                            fading(leads, extrapolation_lifetime))
     first = first.float()
     if advection == "bulk":
         shift = shift.to(out.device)

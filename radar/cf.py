@@ -144,7 +144,8 @@ def nowcast_dataset(nowcast: EnsembleNowcast | Any, *, institution: str = "", hi
             f"guidance {opts.guidance:g} on {opts.guidance_share:.0%} of the steps, seed {opts.seed}, "
             f"matching {opts.matching}, advection "
             f"{opts.advection}, motion spread {opts.motion_spread:g}, detail lifetime "
-            f"{opts.detail_lifetime:g} min, extrapolation lifetime {opts.extrapolation_lifetime:g} min")
+            f"{opts.detail_lifetime:g} min ({opts.detail}), extrapolation lifetime "
+            f"{opts.extrapolation_lifetime:g} min")
     global_attrs = {
         "Conventions": "CF-1.8", "title": TITLE, "institution": institution or "unknown",
         "source": f"STLDM {nowcast.model_version}", "history": f"{history}\n{line}".strip(),

@@ -38,6 +38,7 @@ class JobRequest(BaseModel):
     advection: Literal["dense", "bulk", "none"] | None = None
     motion_spread: float | None = None
     detail_lifetime: float | None = None
+    detail: Literal["fade", "renew"] | None = None
     extrapolation_lifetime: float | None = None
     grid_spacing_km: float | None = Field(None, description="cell size in km (the grid's, after resampling)")
     crs: str | None = Field(None, description="CRS of y and x (EPSG code, proj4 or WKT)")
@@ -66,6 +67,7 @@ class ResultMeta(BaseModel):
     detail_lifetime: float = 0.0  # results stored before the options existed have none
     extrapolation_lifetime: float = 0.0
     guidance_share: float = 1.0
+    detail: str = "fade"
     steps: int
     batch_jobs: int
     worker: str

@@ -103,6 +103,12 @@ class NowcastOptions(BaseModel):
         "members: it is added back to every member in the forecast frame with weight "
         "exp(-lead / detail_lifetime); 0: members as decoded",
     )
+    detail: Literal["fade", "renew"] | None = Field(
+        None, description="how that detail enters the members: 'fade', the same in every member, "
+        "fading as above; 'renew', each member's own, starting from the observed detail and renewed "
+        "with noise of its spectrum and local amplitude (as STEPS' small scales), its correlation "
+        "with the observed detail exp(-lead / detail_lifetime)",
+    )
     extrapolation_lifetime: float | None = Field(
         None, ge=0.0, le=MAX_LIFETIME, description="minutes over which the members go from the extrapolation "
         "of the last input frame (along the motion field) to the model's forecast: lead l is w * "
@@ -257,6 +263,7 @@ class ResultMetadata(BaseModel):
     advection: str | None = None
     motion_spread: float | None = None
     detail_lifetime: float | None = None
+    detail: str | None = None
     extrapolation_lifetime: float | None = None
     steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")

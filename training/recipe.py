@@ -31,6 +31,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from model.options import DETAILS
+
 log = logging.getLogger(__name__)
 
 STAGE_SHARES = {"vae": 0.2, "main": 0.7}  # the scorecard gets the rest
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> Path:
             "--motion-spread", *[str(v) for v in args.motion_spread],
             "--guidance-share", *[str(v) for v in args.guidance_share],
             "--detail-lifetime", *[str(v) for v in args.detail_lifetime],
+            "--detail", *args.detail,
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
             "--threads", str(args.threads)]
     if args.max_windows:
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="motion perturbation sizes the scorecard tries")
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[1000.0],
                         help="detail lifetimes (minutes) the scorecard tries (the shipped model's)")
+    parser.add_argument("--detail", choices=DETAILS, nargs="+", default=["renew"],
+                        help="how the detail enters the members, to try (fade, renew; model/detail.py)")
     parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[60.0],
                         help="extrapolation lifetimes (minutes) the scorecard tries (the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,

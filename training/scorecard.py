@@ -34,7 +34,7 @@ import torch
 
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, MATCHINGS, PRECISIONS, NowcastOptions
+from model.options import ADVECTIONS, DETAILS, MATCHINGS, PRECISIONS, NowcastOptions
 from model.sampler import guided_steps
 from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
@@ -175,7 +175,7 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
         f"| {t['options']['steps']} | {t['options']['advection']} | {t['options']['matching']} | "
         f"{t['options']['motion_spread']} | "
         f"{t['options']['guidance']} | {t['options'].get('guidance_share', 1.0)} | "
-        f"{t['options'].get('detail_lifetime', 0.0)} | "
+        f"{t['options'].get('detail_lifetime', 0.0)} | {t['options'].get('detail', 'fade')} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | "
         f"{t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
     rule = ("the lowest mean fair CRPS (mm/h, all groups and leads)" if not steps_tolerance else
@@ -209,8 +209,8 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 `nowcast`): {json.dumps(chosen['options'])}.
 
 | DDIM steps | advection | matching | motion_spread | guidance | guidance_share | detail_lifetime | \
-extrapolation_lifetime | CRPS |
-|---|---|---|---|---|---|---|---|---|
+detail | extrapolation_lifetime | CRPS |
+|---|---|---|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[0.0],
                         help="minutes over which the input's detail the VAE does not reproduce fades "
                         "from the members (0: none) to try")
+    parser.add_argument("--detail", choices=DETAILS, nargs="+", default=["fade"],
+                        help="how that detail enters the members to try: fade (the same in every "
+                        "member) or renew (each member's own, renewed with noise; model/detail.py)")
     parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[0.0],
                         help="minutes over which the members go from the extrapolated last frame to "
                         "the model's forecast (0: the model's alone) to try")
@@ -283,13 +286,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"{nowcaster.config.size} cells in its split; nothing to choose the defaults on")
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
-    for steps, advection, matching, spread, guidance, share, detail, blend in itertools.product(
+    for steps, advection, matching, spread, guidance, share, lifetime, detail, blend in itertools.product(
             args.steps, frames, args.matching, args.motion_spread, args.guidance, args.guidance_share,
-            args.detail_lifetime, args.extrapolation_lifetime):
+            args.detail_lifetime, args.detail, args.extrapolation_lifetime):
         options = nowcaster.options(members=args.members, steps=steps, guidance=guidance,
                                     guidance_share=share, matching=matching, advection=advection,
-                                    motion_spread=spread, detail_lifetime=detail,
-                                    extrapolation_lifetime=blend)
+                                    motion_spread=spread, detail_lifetime=lifetime,
+                                    detail=detail, extrapolation_lifetime=blend)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})

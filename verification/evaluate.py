@@ -5,7 +5,7 @@ cells, in mm/h:
 
 - ``stldm``: the STLDM ensemble exactly as the service delivers it (``model.nowcast.Nowcaster``
   with the checkpoint's defaults, seed ``seed + window``; ``--matching``, ``--advection``,
-  ``--motion-spread``, ``--detail-lifetime``, ``--extrapolation-lifetime``, ``--steps``,
+  ``--motion-spread``, ``--detail-lifetime``, ``--detail``, ``--extrapolation-lifetime``, ``--steps``,
   ``--guidance`` and ``--guidance-share`` override a default);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
@@ -54,7 +54,7 @@ import numpy as np
 
 from model.checkpoint import read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, MATCHINGS, OPTIONS, PRECISION_SETTINGS, NowcastOptions
+from model.options import ADVECTIONS, DETAILS, MATCHINGS, OPTIONS, PRECISION_SETTINGS, NowcastOptions
 from radar.split import SplitRule, Window, WindowShape, windows_of
 from verification.baselines import extrapolation_nowcast, steps_nowcast
 from verification.metrics import PAPER_THRESHOLDS_255, Threshold, threshold_to_mmh
@@ -85,6 +85,7 @@ class EvaluateOptions:
     advection: str | None = None
     motion_spread: float | None = None
     detail_lifetime: float | None = None
+    detail: str | None = None
     extrapolation_lifetime: float | None = None
     guidance: float | None = None
     guidance_share: float | None = None
@@ -412,6 +413,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--detail-lifetime", type=float, default=None,
                    help="minutes over which the input's detail the VAE does not reproduce fades from "
                    "the members, 0: none (default: the checkpoint's)")
+    p.add_argument("--detail", choices=DETAILS, default=None,
+                   help="how that detail enters the members: fade (the same in every member) or renew "
+                   "(each member's own, renewed with noise) (default: the checkpoint's)")
     p.add_argument("--extrapolation-lifetime", type=float, default=None,
                    help="minutes over which the members go from the extrapolated last frame to the "
                    "model's forecast, 0: the model's alone (default: the checkpoint's)")
@@ -443,7 +447,7 @@ def cmd_evaluate(args) -> int:
         members=args.members,
         max_windows=args.max_windows, out=args.out, seed=args.seed, thresholds=tuple(args.thresholds),
         paper_thresholds=args.paper_thresholds, matching=args.matching, advection=args.advection,
-        motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime,
+        motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime, detail=args.detail,
         extrapolation_lifetime=args.extrapolation_lifetime, guidance=args.guidance,
         guidance_share=args.guidance_share, steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,

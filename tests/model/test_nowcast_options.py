@@ -50,3 +50,12 @@ def test_an_unknown_option_name_is_refused_listing_the_options(config):
 def test_the_shipped_checkpoint_names_every_option():
     block = json.loads((ROOT / "checkpoints" / "default" / "manifest.json").read_text())["nowcast"]
     assert set(OPTIONS) <= set(block)
+
+
+def test_detail_defaults_to_fade_for_older_checkpoints_and_a_bad_one_is_refused(config):
+    assert NowcastDefaults.from_manifest({}, config).detail == "fade"
+    defaults = NowcastDefaults.from_manifest({"nowcast": {"detail": "renew"}}, config)
+    assert defaults.resolve().detail == "renew"
+    assert defaults.resolve(detail="fade").detail == "fade"
+    with pytest.raises(ValueError, match=r"detail must be one of \('fade', 'renew'\)"):
+        defaults.resolve(detail="sideways")

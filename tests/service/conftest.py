@@ -123,15 +123,15 @@ def submit_job(call_async, queue_settings: QueueSettings):
 class FakeModel:
     """Stands in for STLDM: persistence of the last input frame plus ``0.01 * member``.
 
-    Records ``(batch, members, seeds, matching, advection, guidance_share)`` of every ``forecast`` call; a job
-    whose seed is in ``fail_seeds`` makes the call raise.
+    Records ``(batch, members, seeds, matching, advection, guidance_share, detail)`` of every
+    ``forecast`` call; a job whose seed is in ``fail_seeds`` makes the call raise.
     """
 
     model_version = "fake-1"
 
     def __init__(self, config: STLDMConfig, *, fail_seeds: tuple[int, ...] = (), delay: float = 0.0) -> None:
         self.config = config
-        self.calls: list[tuple[int, int, list[int], str, str, float]] = []
+        self.calls: list[tuple[int, int, list[int], str, str, float, str]] = []
         self.fail_seeds = fail_seeds
         self.delay = delay
 
@@ -139,9 +139,9 @@ class FakeModel:
                  guidance_share: float = 1.0, matching: str = "none", advection: str = "none",
                  step_minutes: int | None = None,
                  motion: torch.Tensor | None = None, motion_spread: float = 0.0,
-                 cell_km: float | None = None, detail_lifetime: float = 0.0,
+                 cell_km: float | None = None, detail_lifetime: float = 0.0, detail: str = "fade",
                  extrapolation_lifetime: float = 0.0):
-        self.calls.append((x.shape[0], members, list(seed), matching, advection, guidance_share))
+        self.calls.append((x.shape[0], members, list(seed), matching, advection, guidance_share, detail))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")
         if self.delay:

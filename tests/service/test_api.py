@@ -124,6 +124,7 @@ BAD_PAYLOADS = {
     "thresholds": (payload(thresholds=[-1.0]), "thresholds"),
     "matching": (payload(matching="quantile"), "matching"),
     "advection": (payload(advection="optical_flow"), "advection"),
+    "detail": (payload(detail="sideways"), "detail"),
     "unknown field": (payload(member=3), "member"),
     "bad base64": (payload(frames={**encode(frames()), "data": "%%%"}), "base64"),
 }

@@ -83,6 +83,16 @@ def test_guidance_share_reaches_the_model_and_the_result(settings, fake_model, s
     assert result_of(call_async, settings.queue, share)["meta"]["guidance_share"] == 0.4
 
 
+
+def test_detail_reaches_the_model_and_the_result(settings, fake_model, submit_job, call_async):
+    default = submit_job(frames(0.4), seed=1)[0]
+    renewed = submit_job(frames(0.4), seed=2, detail="renew")[0]
+    worker = Worker(settings, nowcaster=nowcaster_of(fake_model), name="w1")
+    assert worker.step(block_ms=100) == 2
+    assert sorted((call[2], call[6]) for call in fake_model.calls) == [([1], "fade"), ([2], "renew")]
+    assert result_of(call_async, settings.queue, default)["meta"]["detail"] == "fade"
+    assert result_of(call_async, settings.queue, renewed)["meta"]["detail"] == "renew"
+
 def test_a_job_held_by_a_dead_worker_is_taken_over_after_the_lease(settings, redis, fake_model, submit_job,
                                                                    call_async):
     job_id, _ = submit_job(frames(0.5))
