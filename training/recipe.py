@@ -112,11 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the scorecard tries")
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 2.0],
                         help="motion perturbation sizes the scorecard tries")
-    parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[1000.0],
+    parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[60.0],
                         help="detail lifetimes (minutes) the scorecard tries (the shipped model's)")
     parser.add_argument("--detail", choices=DETAILS, nargs="+", default=["renew"],
                         help="how the detail enters the members, to try (fade, renew; model/detail.py)")
-    parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[60.0],
+    parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[90.0],
                         help="extrapolation lifetimes (minutes) the scorecard tries (the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")

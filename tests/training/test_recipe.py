@@ -45,6 +45,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert manifest["training"]["init_training"]["config"]["strategy"] == "vae"
     assert manifest["nowcast"]["motion_spread"] in (0.0, 1.0) and manifest["nowcast"]["advection"] == "dense"
     assert manifest["nowcast"]["detail_lifetime"] == 120.0  # the scorecard's choices reach the defaults
+    assert manifest["nowcast"]["detail"] == "renew"  # the recipe's default, the shipped model's
     assert sorted({t["options"]["steps"] for t in manifest["scores"]["trials"]}) == [1, 2]
     assert manifest["nowcast"]["steps"] in (1, 2)
     assert (out / "MODEL_CARD.md").is_file() and (out / "train_log.jsonl").is_file()
