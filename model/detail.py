@@ -9,8 +9,9 @@ detail can instead decorrelate with lead time: member ``k`` carries the AR(1) pr
     d_k(0) = detail,    d_k(l) = phi * d_k(l - 1) + sqrt(1 - phi^2) * e_k(l),
     phi = exp(-dt / lifetime),
 
-whose innovations ``e_k(l)`` are noise with the detail's power spectrum and local amplitude
-(pysteps' nonparametric noise, localised), drawn by the member's own generator. Its correlation
+whose innovations ``e_k(l)`` are noise with the detail's power spectrum (white noise filtered
+by it, as pysteps' nonparametric noise generator does) and its local amplitude, drawn by the
+member's own generator. Its correlation
 with the observed detail is ``exp(-l / lifetime)`` and its variance stays that of the detail.
 """
 
