@@ -106,10 +106,14 @@ def call_async(redis_url: str):
 @pytest.fixture
 def submit_job(call_async, queue_settings: QueueSettings):
     """``submit_job(frames, qs=None, idempotency_key=None, **request) -> (job_id, created)``;
-    the request defaults to 2 members, guidance 1, seed 0, thresholds 0.1 and 1 mm/h."""
+    the request defaults to 2 members, guidance 1, seed 0, thresholds 0.1 and 1 mm/h, and frames
+    ending at the fixture's start: the same frames and options make the same request all test long,
+    as a client's retry does (a clock read per call made a retry across a second boundary another
+    request)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
     def submit(frames: np.ndarray, *, qs: QueueSettings | None = None, idempotency_key: str | None = None,
                **request) -> tuple[str, bool]:
-        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         times = [now - dt.timedelta(minutes=5 * (len(frames) - 1 - i)) for i in range(len(frames))]
         request = JobRequest(**{"shape": list(frames.shape), "unit": "pixel", "timestamps": times,
                                 "step_minutes": 5, "members": 2, "guidance": 1.0, "seed": 0,
