@@ -133,7 +133,8 @@ def bench_service(checkpoint: Path, event: Path | None, *, precision: str, repea
 
     run()  # warm-up
     about = (f"{nowcaster.model_version}: {opts.steps} DDIM steps, guidance {opts.guidance:g} on "
-             f"{opts.guidance_share:.0%} of them, advection {opts.advection}, matching {opts.matching}")
+             f"{opts.guidance_share:.0%} of them, advection {opts.advection}, matching {opts.matching}, "
+             f"detail {opts.detail} ({opts.detail_lifetime:g} min)")
     return timed(run, repeats, lambda: None), about
 
 
