@@ -89,7 +89,17 @@ def sample_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Ten
                    noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0,
                    guidance_share: float = 1.0, extra: torch.Tensor | None = None,
                    step: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the DDIM loop (eta = 0) from ``noise`` under condition ``cond``.
+    """:func:`ddim_latents` without autograd: the sampler of the service."""
+    return ddim_latents(denoiser, scheduler, cond, noise, steps=steps, guidance=guidance,
+                        guidance_share=guidance_share, extra=extra, step=step)
+
+
+def ddim_latents(denoiser: Denoiser, scheduler: DDIMScheduler, cond: torch.Tensor,
+                 noise: torch.Tensor, *, steps: int = 20, guidance: float = 1.0,
+                 guidance_share: float = 1.0, extra: torch.Tensor | None = None,
+                 step: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the DDIM loop (eta = 0) from ``noise`` under condition ``cond``; differentiable, so that
+    training can score the members the sampler makes (:mod:`training.ensemble`).
 
     The condition is prepared for the denoiser once (:meth:`Denoiser.prepare`); each step runs
     the network on it and applies guidance and the DDIM update as :func:`guided_step`.

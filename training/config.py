@@ -54,6 +54,14 @@ HELP = {
     "strategy": f"what is trained: {', '.join(STRATEGIES)}",
     "pixel_frames": "decode only this many random frames for the pixel-space loss terms (0: all, as "
                     "the paper; an unbiased estimate at a fraction of the cost)",
+    "ensemble_weight": "weight of the ensemble objective (training/ensemble.py: the fair CRPS in mm/h "
+                       "of members sampled as the service samples them; 0: off, as the paper)",
+    "ensemble_members": "members per window of the ensemble objective (>= 2)",
+    "ensemble_steps": "DDIM steps of the ensemble objective's members",
+    "ensemble_blend": "minutes; the ensemble objective blends its members with the last input frame "
+                      "with weight exp(-lead / this), as the service's extrapolation_lifetime (0: none)",
+    "ensemble_detail": "minutes; the ensemble objective adds the last input frame's detail renewed member "
+                       "by member with this lifetime, as the service's detail='renew' (0: none)",
     "steps": "optimiser steps in total", "batch_size": "windows per step and process",
     "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
     "warmup_steps": "linear warm-up from 0.1 x lr", "min_lr": "learning rate at the end of the cosine",
@@ -108,6 +116,11 @@ class TrainConfig:
     motion_cache: str = "runs/cache/motion"
     strategy: str = "end_to_end"
     pixel_frames: int = 0
+    ensemble_weight: float = 0.0
+    ensemble_members: int = 2
+    ensemble_steps: int = 5
+    ensemble_blend: float = 90.0
+    ensemble_detail: float = 60.0
     steps: int = 1500
     batch_size: int = 4
     lr: float = 1e-4
@@ -154,6 +167,14 @@ class TrainConfig:
         if self.motion_kmh and self.advection == "dense":
             raise ValueError("motion_kmh adds a uniform motion to bulk or ground windows; it does not "
                              "apply to advection='dense'")
+        if min(self.ensemble_weight, self.ensemble_blend, self.ensemble_detail) < 0:
+            raise ValueError("ensemble_weight, ensemble_blend and ensemble_detail must be >= 0, got "
+                             f"{self.ensemble_weight}, {self.ensemble_blend} and {self.ensemble_detail}")
+        if self.ensemble_weight and (self.ensemble_members < 2 or self.ensemble_steps < 1):
+            raise ValueError("the ensemble objective needs ensemble_members >= 2 and ensemble_steps >= 1, "
+                             f"got {self.ensemble_members} and {self.ensemble_steps}")
+        if self.ensemble_weight and self.strategy == "vae":
+            raise ValueError("strategy 'vae' trains the VAE alone: the ensemble objective does not apply")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

@@ -130,6 +130,19 @@ def test_training_lowers_the_loss_and_writes_the_log_and_loadable_checkpoints(
     assert (out / "last" / STATE_FILE).is_file() and not (out / "best" / STATE_FILE).exists()
 
 
+def test_training_with_the_ensemble_objective_logs_it_and_lowers_it(micro_config, micro_checkpoint, blobs,
+                                                                     tmp_path):
+    config = micro_run(micro_config, micro_checkpoint, tmp_path / "run", steps=40,
+                       ensemble_weight=1.0, ensemble_members=2, ensemble_steps=2, ensemble_blend=0.0,
+                       ensemble_detail=0.0)
+    records = [r for r in read_jsonl(train(config, datasets=blobs) / "log.jsonl") if r["kind"] == "train"]
+    scores = [r["ensemble"] for r in records]
+    assert len(scores) == 40 and all(math.isfinite(v) for v in scores)
+    assert sum(scores[-10:]) < 0.9 * sum(scores[:10])
+    first = records[0]
+    assert first["total"] == pytest.approx(
+        sum(first[k] for k in ("vae", "constraint", "diffusion", "prior", "ensemble")), rel=1e-4)
+
 def test_select_skill_keeps_the_checkpoint_with_the_best_sampled_ensemble(
         micro_config, micro_checkpoint, blobs, tmp_path):
     config = micro_run(micro_config, micro_checkpoint, tmp_path / "run", steps=30, eval_every=10,

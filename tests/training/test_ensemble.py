@@ -1,0 +1,78 @@
+"""The ensemble objective (training/ensemble.py): the score it computes and what it trains."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model.transform import PixelTransform
+from training.config import TrainConfig
+from training.ensemble import ensemble_crps, fair_crps, pixels_to_rain
+from verification.ensemble_metrics import fair_crps as reference_crps
+
+
+@pytest.mark.parametrize("members", [2, 3, 5])
+def test_fair_crps_is_the_one_nowcast_evaluate_reports(members):
+    rng = np.random.default_rng(members)
+    ensemble, truth = rng.gamma(0.5, 2.0, (members, 6, 7)), rng.gamma(0.5, 2.0, (6, 7))
+    ours = fair_crps(torch.from_numpy(ensemble), torch.from_numpy(truth)).numpy()
+    np.testing.assert_allclose(ours, reference_crps(ensemble, truth), rtol=1e-10, atol=1e-12)
+
+
+def test_fair_crps_is_zero_for_members_on_the_truth_and_refuses_one_member():
+    truth = torch.rand(4, 4)
+    assert fair_crps(truth.expand(3, 4, 4), truth).abs().max() == 0
+    with pytest.raises(ValueError, match="at least 2 members"):
+        fair_crps(truth[None], truth)
+
+
+def test_pixels_to_rain_follows_the_checkpoint_transform_above_its_dry_cut_off():
+    transform = PixelTransform()
+    pixels = np.linspace(0.3, 1.0, 15, dtype=np.float32)
+    expected = transform.from_pixel(pixels, "mm/h")
+    np.testing.assert_allclose(pixels_to_rain(torch.from_numpy(pixels), transform).numpy(), expected,
+                               rtol=1e-4)
+    dry = pixels_to_rain(torch.zeros(()), transform)
+    assert 0 < float(dry) < transform.rain_min  # below the cut-off, yet not flat: it has a gradient
+
+
+def test_ensemble_crps_trains_the_translator_and_the_denoiser_through_the_sampler(tiny_model):
+    model = tiny_model.train()
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 64, 64) * 0.6, torch.rand(2, 4, 64, 64) * 0.6
+    step = torch.full((2,), 5.0)
+    score = ensemble_crps(model, x, y, valid=None, step=step, members=3, steps=2, pixel_frames=2)
+    assert score.ndim == 0 and torch.isfinite(score) and score > 0
+    score.backward()
+    for part in ("translator", "denoiser"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), part
+
+
+def test_ensemble_crps_scores_only_cells_with_data(tiny_model):
+    torch.manual_seed(0)
+    x, y = torch.rand(1, 3, 64, 64) * 0.6, torch.rand(1, 4, 64, 64) * 0.6
+    valid = torch.zeros(1, 7, 64, 64, dtype=torch.bool)
+    storm = y.clone()
+    storm[..., 32:] = 1.0  # a storm where there is no data
+    scores = []
+    with torch.no_grad():
+        assert ensemble_crps(tiny_model, x, y, valid=valid, step=None, steps=1) == 0
+        valid[:, 3:, :, :32] = True
+        for truth in (y, storm):
+            torch.manual_seed(1)  # the same members both times
+            scores.append(float(ensemble_crps(tiny_model, x, truth, valid=valid, step=None, steps=1,
+                                              pixel_frames=0)))
+    assert scores[0] > 0 and scores[1] == pytest.approx(scores[0], rel=1e-6)
+
+
+def test_the_ensemble_objective_refuses_what_it_cannot_score():
+    with pytest.raises(ValueError, match="ensemble_members >= 2"):
+        TrainConfig(ensemble_weight=1.0, ensemble_members=1)
+    with pytest.raises(ValueError, match="VAE alone"):
+        TrainConfig(ensemble_weight=1.0, strategy="vae")
+    with pytest.raises(ValueError, match="must be >= 0"):
+        dataclasses.replace(TrainConfig(), ensemble_blend=-1.0)

@@ -1,0 +1,112 @@
+"""An ensemble objective: the fair CRPS, in mm/h, of the members the sampler makes.
+
+The diffusion loss teaches the denoiser one noise level at a time; nothing in it scores the
+ensemble the service returns, and on the CPU runs lower diffusion loss stopped meaning better
+members (README, Training). This term does: for every window it samples ``members`` members with
+the service's few-step DDIM loop (:func:`model.sampler.ddim_latents`, guidance on the first
+``GUIDANCE_SHARE`` of the steps, gradients through every step and the translator's condition),
+decodes some leads, blends them with the last input frame as the service does at short leads
+(``w = exp(-lead / blend_minutes)``, in the window's frame: under ``--advection dense`` that is
+extrapolation), adds the last frame's detail renewed member by member as the service's
+``detail="renew"`` does (:func:`model.detail.renewed_detail`, the blend then going to the last
+frame's decoding), and scores them against the truth with the fair CRPS (Ferro et al. 2008), the score
+``nowcast evaluate`` reports, in mm/h through the checkpoint's own transform. A proper score
+of an ensemble rewards members that are each close to the truth and different from one
+another in the way the truth is uncertain: placement and spread together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model.detail import renewed_detail
+from model.sampler import ddim_latents
+from model.transform import PixelTransform
+from training.objective import frame_subset
+
+GUIDANCE = 1.0  # the shipped defaults: guidance 1 on the first 40 % of the steps
+GUIDANCE_SHARE = 0.4
+
+
+def pixels_to_rain(pixels: torch.Tensor, transform: PixelTransform) -> torch.Tensor:
+    """(...) pixels -> (...) mm/h by the transform's linear dBZ map and Z-R relation, without the
+    dry cut-off (so that a dry member still gets a gradient towards rain)."""
+    dbz = pixels * (transform.dbz_max - transform.dbz_min) + transform.dbz_min
+    return torch.pow(torch.pow(10.0, dbz / 10.0) / transform.zr_a, 1.0 / transform.zr_b)
+
+
+def fair_crps(members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Fair CRPS per cell: members (M, ...) with M >= 2, truth (...) -> (...).
+
+    ``mean_i |x_i - y| - sum_{i<j} |x_i - x_j| / (M (M - 1))``, unbiased for the CRPS of the
+    distribution the members are drawn from (what ``verification.ensemble_metrics`` reports).
+    """
+    m = members.shape[0]
+    if m < 2:
+        raise ValueError(f"the fair CRPS needs at least 2 members, got {m}")
+    error = (members - truth).abs().mean(dim=0)
+    pairs = sum((members[i] - members[j]).abs() for i in range(m) for j in range(i + 1, m))
+    return error - pairs / (m * (m - 1))
+
+
+def ensemble_crps(model, x: torch.Tensor, y: torch.Tensor, *, valid: torch.Tensor | None,
+                  step: torch.Tensor | None, members: int = 2, steps: int = 5,
+                  blend_minutes: float = 90.0, detail_minutes: float = 60.0,
+                  pixel_frames: int = 6) -> torch.Tensor:
+    """Mean fair CRPS in mm/h of ``members`` sampled members over valid cells of some leads.
+
+    Parameters
+    ----------
+    model : STLDM; its VAE is used as it is (train it with another term, or freeze it).
+    x : (B, T_in, H, W) input frames and y : (B, T_out, H, W) truth, pixels in [0, 1], in the
+        frame the model forecasts in.
+    valid : (B, T_in + T_out, H, W) bool, optional; cells with data.
+    step : (B,) minutes between frames, optional (a model with a step embedding); without it
+        leads count 5 minutes each for the blend.
+    members, steps : ensemble size (>= 2) and DDIM steps per member.
+    blend_minutes : e-folding lead time of the blend with the last input frame (0: none).
+    detail_minutes : lifetime of the renewed detail of the last input frame (0: none, and the
+        blend goes to the last frame itself). Its noise comes from generators seeded by torch's
+        global RNG.
+    pixel_frames : decode and score only this many leads, drawn at random (0: all).
+    """
+    config = model.config
+    b, t_in, height, width = x.shape
+    t_out = y.shape[1]
+    mean, _ = model.vae.encode(x.reshape(-1, 1, height, width))
+    z = mean.reshape(b, t_in, *mean.shape[1:])
+    mu, _ = model.translator(z, step)
+    cond = mu.repeat_interleave(members, dim=0)
+    extra = model.extra_condition(x, z)
+    latents = ddim_latents(
+        model.denoiser, model.scheduler, cond, torch.randn_like(cond), steps=steps, guidance=GUIDANCE,
+        guidance_share=GUIDANCE_SHARE, step=None if step is None else step.repeat_interleave(members),
+        extra=None if extra is None else extra.repeat_interleave(members, dim=0))
+    leads = frame_subset(t_out, pixel_frames, x.device)
+    picked = latents.reshape(b, members, t_out, *mu.shape[2:])[:, :, leads]
+    out = model.vae.decode(picked.flatten(0, 2))[:, 0].reshape(b, members, len(leads), height, width)
+    minutes = [5.0] * b if step is None else step.float().tolist()
+    anchor = x[:, -1]  # what the blend goes to
+    if detail_minutes > 0:
+        with torch.no_grad():
+            anchor = model.vae.decode(z[:, -1])[:, 0]
+            seeds = torch.randint(2**62, (b * members,)).tolist()
+            generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+            detail = torch.cat([
+                renewed_detail((x[i, -1] - anchor[i])[None], generators[i * members:(i + 1) * members],
+                               leads=t_out, step_minutes=minutes[i], lifetime=detail_minutes)
+                for i in range(b)])[:, :, leads]
+    if blend_minutes > 0:
+        lead_minutes = torch.tensor(minutes, device=x.device)[:, None] * (leads[None].float() + 1)
+        weight = torch.exp(-lead_minutes / blend_minutes)  # (B, L)
+        out = torch.lerp(out, anchor[:, None, None].expand_as(out), weight[:, None, :, None, None])
+    if detail_minutes > 0:
+        out = out + detail
+    transform = config.transform
+    rain = pixels_to_rain(out.clamp(0.0, 1.0), transform).transpose(0, 1)  # (M, B, L, H, W)
+    score = fair_crps(rain, pixels_to_rain(y[:, leads], transform))
+    if valid is None:
+        return score.mean()
+    weight = valid[:, t_in:][:, leads].to(score.dtype)
+    return (score * weight).sum() / weight.sum().clamp(min=1.0)
+
