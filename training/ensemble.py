@@ -109,4 +109,3 @@ def ensemble_crps(model, x: torch.Tensor, y: torch.Tensor, *, valid: torch.Tenso
         return score.mean()
     weight = valid[:, t_in:][:, leads].to(score.dtype)
     return (score * weight).sum() / weight.sum().clamp(min=1.0)
-

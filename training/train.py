@@ -58,24 +58,21 @@ class LossModule(nn.Module):
     """The objective as a module so that DDP sees the forward pass and syncs the gradients.
 
     With ``ensemble_weight`` > 0 the total adds that times the ensemble objective
-    (:func:`training.ensemble.ensemble_crps`, logged as ``ensemble``)."""
+    (:func:`training.ensemble.ensemble_crps` with the keyword arguments ``ensemble``, logged as
+    ``ensemble``)."""
 
     def __init__(self, model: STLDM, strategy: str, pixel_frames: int = 0, *, ensemble_weight: float = 0.0,
-                 ensemble_members: int = 2, ensemble_steps: int = 5, ensemble_blend: float = 90.0,
-                 ensemble_detail: float = 60.0) -> None:
+                 ensemble: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.model, self.strategy, self.pixel_frames = model, strategy, pixel_frames
-        self.ensemble_weight, self.ensemble_members = ensemble_weight, ensemble_members
-        self.ensemble_steps, self.ensemble_blend = ensemble_steps, ensemble_blend
-        self.ensemble_detail = ensemble_detail
+        self.ensemble_weight, self.ensemble = ensemble_weight, ensemble or {}
 
     def forward(self, x, y, valid, step) -> dict[str, torch.Tensor]:
         terms = vars(stldm_loss(self.model, x, y, strategy=self.strategy, valid=valid, step=step,
                                 pixel_frames=self.pixel_frames))
         if self.ensemble_weight:
-            ensemble = ensemble_crps(self.model, x, y, valid=valid, step=step, members=self.ensemble_members,
-                                     steps=self.ensemble_steps, blend_minutes=self.ensemble_blend,
-                                     detail_minutes=self.ensemble_detail, pixel_frames=self.pixel_frames)
+            ensemble = ensemble_crps(self.model, x, y, valid=valid, step=step, pixel_frames=self.pixel_frames,
+                                     **self.ensemble)
             terms = {**terms, "total": terms["total"] + self.ensemble_weight * ensemble, "ensemble": ensemble}
         return terms
 
@@ -141,9 +138,10 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
     # find_unused_parameters: the deepest condition conv is kept for the published layout but
     # never used (STLDM.md 7.5), so its gradients never arrive.
     loss_module = LossModule(model, config.strategy, config.pixel_frames,
-                             ensemble_weight=config.ensemble_weight, ensemble_members=config.ensemble_members,
-                             ensemble_steps=config.ensemble_steps, ensemble_blend=config.ensemble_blend,
-                             ensemble_detail=config.ensemble_detail)
+                             ensemble_weight=config.ensemble_weight,
+                             ensemble={"members": config.ensemble_members, "steps": config.ensemble_steps,
+                                       "blend_minutes": config.ensemble_blend,
+                                       "detail_minutes": config.ensemble_detail})
     ddp = (torch.nn.parallel.DistributedDataParallel(
         loss_module, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=True) if world > 1 else loss_module)

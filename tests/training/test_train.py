@@ -143,6 +143,7 @@ def test_training_with_the_ensemble_objective_logs_it_and_lowers_it(micro_config
     assert first["total"] == pytest.approx(
         sum(first[k] for k in ("vae", "constraint", "diffusion", "prior", "ensemble")), rel=1e-4)
 
+
 def test_select_skill_keeps_the_checkpoint_with_the_best_sampled_ensemble(
         micro_config, micro_checkpoint, blobs, tmp_path):
     config = micro_run(micro_config, micro_checkpoint, tmp_path / "run", steps=30, eval_every=10,
