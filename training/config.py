@@ -14,7 +14,7 @@ import torch
 
 from model.advection import ADVECTIONS
 from model.config import OptionsConfig
-from training.objective import STRATEGIES
+from training.objective import RECONSTRUCTION_ONLY, STRATEGIES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EVENTS = REPO_ROOT.parent / "shared" / "radar" / "events"
@@ -173,8 +173,9 @@ class TrainConfig:
         if self.ensemble_weight and (self.ensemble_members < 2 or self.ensemble_steps < 1):
             raise ValueError("the ensemble objective needs ensemble_members >= 2 and ensemble_steps >= 1, "
                              f"got {self.ensemble_members} and {self.ensemble_steps}")
-        if self.ensemble_weight and self.strategy == "vae":
-            raise ValueError("strategy 'vae' trains the VAE alone: the ensemble objective does not apply")
+        if self.ensemble_weight and self.strategy in RECONSTRUCTION_ONLY:
+            raise ValueError(f"strategy {self.strategy!r} trains on the reconstruction alone: the ensemble "
+                             "objective does not apply")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from model.vae import reparameterise
 
-STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae")
+STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae", "decoder")
+RECONSTRUCTION_ONLY = ("vae", "decoder")  # strategies that skip the translator and the denoiser
 COND_DROPS = ("sample", "batch")
 KL_WEIGHT = 1e-6
 # intensity_loss (proposal): w(x) = 1 + sum_k a_k [x >= tau_k] with every a_k = INTENSITY_GAIN;
@@ -91,16 +92,21 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
 
     "end_to_end" trains everything (the paper's default C); "frozen_vae" freezes the VAE (B);
     "frozen_vae_translator" trains the denoiser alone on a fixed VAE and translator; "vae" trains
-    the VAE alone on its reconstruction (the VAE part of the paper's A, each part trained alone).
+    the VAE alone on its reconstruction (the VAE part of the paper's A, each part trained alone);
+    "decoder" trains the VAE's decoder alone on its reconstruction: the latents, and so the
+    translator and the denoiser trained on them, stay valid.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     frozen = {"end_to_end": (), "frozen_vae": ("vae",),
-              "frozen_vae_translator": ("vae", "translator"), "vae": ("translator", "denoiser")}[strategy]
-    for name in ("vae", "translator", "denoiser"):
-        getattr(model, name).requires_grad_(name not in frozen)
+              "frozen_vae_translator": ("vae", "translator"), "vae": ("translator", "denoiser"),
+              "decoder": ("vae.encoder", "translator", "denoiser")}[strategy]
+    for name in ("vae", "vae.encoder", "translator", "denoiser"):
+        part = model.get_submodule(name)
         if name in frozen:
-            getattr(model, name).eval()  # fixed BatchNorm statistics too
+            part.requires_grad_(False).eval()  # fixed BatchNorm statistics too
+        elif "." not in name:
+            part.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -153,7 +159,7 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
     else:
         recon_term = masked_mse(recon, target, target_valid)
     vae_term = recon_term + KL_WEIGHT * kl_standard_normal(mean, logvar)
-    if strategy == "vae":  # nothing else trains: skip the translator and the denoiser
+    if strategy in RECONSTRUCTION_ONLY:  # nothing else trains: skip the translator and the denoiser
         zero = vae_term.new_zeros(())
         return LossTerms(total=vae_term, vae=vae_term, constraint=zero, diffusion=zero, prior=zero)
     mean = mean.reshape(b, t_in + t_out, *mean.shape[1:])

@@ -136,6 +136,24 @@ def test_vae_strategy_trains_only_the_vae_on_its_reconstruction(micro_model, bat
     assert all(g is None for g in grads_of(micro_model.denoiser))
 
 
+def test_decoder_strategy_trains_the_decoder_alone_and_keeps_the_latents(micro_model, batch):
+    x = torch.cat(batch[:2], dim=1).flatten(0, 1)[:, None]
+    latents_before = micro_model.vae.encode(x)[0].detach()
+    params = apply_strategy(micro_model, "decoder")
+    assert {id(p) for p in params} == {id(p) for p in micro_model.vae.decoder.parameters()}
+    assert not micro_model.vae.encoder.training and micro_model.vae.decoder.training
+
+    terms = seeded_loss(micro_model, *batch, 0, strategy="decoder")
+    torch.testing.assert_close(terms.total, terms.vae)
+    assert terms.vae > 0 and terms.diffusion == 0 and terms.constraint == 0
+    terms.total.backward()
+    assert has_signal(micro_model.vae.decoder)
+    for part in (micro_model.vae.encoder, micro_model.translator, micro_model.denoiser):
+        assert all(g is None for g in grads_of(part))
+    torch.optim.SGD(params, lr=1.0).step()
+    torch.testing.assert_close(micro_model.vae.encode(x)[0], latents_before)
+
+
 def test_frozen_translator_keeps_its_batchnorm_statistics(micro_model, batch):
     apply_strategy(micro_model, "frozen_vae_translator")
     before = {k: v.clone() for k, v in micro_model.translator.state_dict().items()}
@@ -149,7 +167,7 @@ def test_unknown_strategy_raises_naming_the_strategies(micro_model, batch):
         apply_strategy(micro_model, "staged")
     with pytest.raises(ValueError, match="end_to_end"):
         stldm_loss(micro_model, *batch, strategy="staged")
-    assert STRATEGIES == ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae")
+    assert STRATEGIES == ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae", "decoder")
 
 
 def test_unknown_cond_drop_raises(micro_model, batch):
