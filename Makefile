@@ -61,8 +61,9 @@ bench-service: $(STAMP)
 	$(VENV)/bin/nowcast bench-service
 
 # The default model's recipe (training/recipe.py) on this machine in MINUTES (default 55): the VAE,
-# then the model in the dense Lagrangian frame, then the scorecard choosing its defaults on the
-# validation windows; the checkpoint lands in runs/default-final. A stage stopped by the budget
+# then the model in the dense Lagrangian frame on 64-cell windows, then on 128-cell windows (the
+# served size), then the scorecard choosing its defaults on the validation windows; the checkpoint
+# lands in runs/default-final. A stage stopped by the budget
 # continues with `$(VENV)/bin/nowcast train ... --resume` (the command is in its log).
 MINUTES ?= 55
 train: $(STAMP)

@@ -6,10 +6,15 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
 
 1. ``vae`` (20 % of the time): the VAE alone on its reconstruction of every frame (the VAE part
    of the paper's strategy A) at a high learning rate;
-2. ``main`` (70 %): translator and denoiser trained in the dense Lagrangian frame
+2. ``main`` (55 %): translator and denoiser trained in the dense Lagrangian frame
    (``--advection dense``) on the stage-1 VAE, end to end (the VAE keeps learning; six random
-   frames per window for the pixel-space terms, ``--pixel-frames 6``);
-3. the scorecard (the rest): the defaults (motion perturbations, DDIM steps and the share of
+   frames per window for the pixel-space terms, ``--pixel-frames 6``) on small windows
+   (``--size``, 64 cells: fast steps);
+3. ``full`` (15 %): the same training continued on windows of the size the service forecasts
+   (``--full-size``, 128 cells; a quarter of the windows per step, a third of the learning rate),
+   so that the translator and the denoiser see the latent grid they are served on (README,
+   training step 12); ``--full-size 0`` leaves it out;
+4. the scorecard (the rest): the defaults (motion perturbations, DDIM steps and the share of
    them that apply guidance: the fewest denoiser passes within ``--steps-tolerance`` of the best
    CRPS) chosen on the validation windows, the checkpoint
    written to ``--out`` with its model card.
@@ -35,25 +40,36 @@ from model.options import DETAILS
 
 log = logging.getLogger(__name__)
 
-STAGE_SHARES = {"vae": 0.2, "main": 0.7}  # the scorecard gets the rest
+STAGE_SHARES = {"vae": 0.2, "main": 0.55, "full": 0.15}  # the scorecard gets the rest
 
 
 def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
-    """The ``nowcast train`` arguments of the two training stages."""
-    common = ["--size", str(args.size), "--stride", str(args.size // 2), "--batch-size", str(args.batch_size),
-              "--device", args.device, "--threads", str(args.threads), "--seed", str(args.seed),
+    """The ``nowcast train`` arguments of the training stages, in order."""
+    shape = ["--size", str(args.size), "--stride", str(args.size // 2), "--batch-size", str(args.batch_size)]
+    common = ["--device", args.device, "--threads", str(args.threads), "--seed", str(args.seed),
               "--motion-cache", str(args.motion_cache), "--data", *map(str, args.data)]
     vae = ["--name", f"{args.name}-vae", "--strategy", "vae", "--options", "intensity_loss=true",
            "--steps", str(args.vae_steps), "--warmup-steps", str(max(1, args.vae_steps // 20)),
            "--lr", "1e-3", "--eval-every", str(max(1, args.vae_steps // 4)), "--val-members", "0",
-           "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *common]
+           "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *shape, *common]
     main = ["--name", f"{args.name}-main", "--init", str(Path("runs") / f"{args.name}-vae" / "best"),
             "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
             "--steps", str(args.steps),
             "--warmup-steps", str(max(1, args.steps // 20)), "--lr", str(args.lr), "--ema-decay", "0.998",
             "--eval-every", str(max(1, args.steps // 8)), "--max-minutes",
-            f"{STAGE_SHARES['main'] * args.minutes:.2f}", *common]
-    return {"vae": vae, "main": main}  # bf16 autocast is the default on CUDA
+            f"{STAGE_SHARES['main'] * args.minutes:.2f}", *shape, *common]
+    stages = {"vae": vae, "main": main}  # bf16 autocast is the default on CUDA
+    if args.full_size:  # the same pixels per step as the main stage
+        batch = max(1, args.batch_size * args.size ** 2 // args.full_size ** 2)
+        stages["full"] = [
+            "--name", f"{args.name}-full", "--init", str(Path("runs") / f"{args.name}-main" / "best"),
+            "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
+            "--steps", str(args.full_steps), "--warmup-steps", str(max(1, args.full_steps // 20)),
+            "--lr", f"{args.lr / 3:.3g}", "--ema-decay", "0.998",
+            "--eval-every", str(max(1, args.full_steps // 4)),
+            "--max-minutes", f"{STAGE_SHARES['full'] * args.minutes:.2f}", "--size", str(args.full_size),
+            "--stride", str(args.full_size // 2), "--batch-size", str(batch), *common]
+    return stages
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -65,10 +81,11 @@ def run(args: argparse.Namespace) -> Path:
         log.info("stage %s: nowcast train %s", stage, " ".join(argv))
         if train_main(argv) != 0:
             raise RuntimeError(f"stage {stage} failed")
-    best = Path("runs") / f"{args.name}-main" / "best"
+    last_stage = Path("runs") / f"{args.name}-{'full' if args.full_size else 'main'}"
+    best = last_stage / "best"
     if args.no_scorecard:  # e.g. on a GPU machine without pysteps: score it where pysteps is
         shutil.copytree(best, args.out, dirs_exist_ok=True)
-        shutil.copy(Path("runs") / f"{args.name}-main" / "log.jsonl", Path(args.out) / "train_log.jsonl")
+        shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
         return Path(args.out)
     card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
             "--steps", *[str(v) for v in args.ddim_steps], "--steps-tolerance", str(args.steps_tolerance),
@@ -82,14 +99,14 @@ def run(args: argparse.Namespace) -> Path:
         card += ["--max-windows", str(args.max_windows)]
     log.info("scorecard: python -m training.scorecard %s", " ".join(card))
     scorecard.main(card)
-    shutil.copy(Path("runs") / f"{args.name}-main" / "log.jsonl", Path(args.out) / "train_log.jsonl")
+    shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
     return Path(args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.recipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default="recipe", help="runs/<name>-vae, runs/<name>-main")
+    parser.add_argument("--name", default="recipe", help="runs/<name>-vae, -main and -full")
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/radar/events")])
     parser.add_argument("--out", type=Path, default=Path("runs/recipe-final"), help="the scored checkpoint")
     parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget of all stages")
@@ -98,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the main stage")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--size", type=int, default=64, help="training window side in cells")
+    parser.add_argument("--full-size", type=int, default=128,
+                        help="window side of the last stage, the size the service forecasts (0: none)")
+    parser.add_argument("--full-steps", type=int, default=1000, help="steps of the last stage")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)

@@ -91,8 +91,8 @@ def init_summary(init: Path) -> dict | None:
         return None
     training = manifest.get("training") or {}
     cfg = training.get("config") or {}
-    keys = ("name", "init", "data", "stride", "advection", "motion_kmh", "steps", "batch_size", "lr",
-            "warmup_steps", "ema_decay", "strategy", "seed")
+    keys = ("name", "init", "data", "size", "stride", "pixel_frames", "advection", "motion_kmh", "steps",
+            "batch_size", "lr", "warmup_steps", "ema_decay", "strategy", "seed")
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
