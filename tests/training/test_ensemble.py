@@ -72,7 +72,8 @@ def test_ensemble_crps_scores_only_cells_with_data(tiny_model):
 def test_the_ensemble_objective_refuses_what_it_cannot_score():
     with pytest.raises(ValueError, match="ensemble_members >= 2"):
         TrainConfig(ensemble_weight=1.0, ensemble_members=1)
-    with pytest.raises(ValueError, match="VAE alone"):
-        TrainConfig(ensemble_weight=1.0, strategy="vae")
+    for strategy in ("vae", "decoder"):
+        with pytest.raises(ValueError, match=f"'{strategy}' trains on the reconstruction alone"):
+            TrainConfig(ensemble_weight=1.0, strategy=strategy)
     with pytest.raises(ValueError, match="must be >= 0"):
         dataclasses.replace(TrainConfig(), ensemble_blend=-1.0)
