@@ -101,12 +101,10 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
     frozen = {"end_to_end": (), "frozen_vae": ("vae",),
               "frozen_vae_translator": ("vae", "translator"), "vae": ("translator", "denoiser"),
               "decoder": ("vae.encoder", "translator", "denoiser")}[strategy]
-    for name in ("vae", "vae.encoder", "translator", "denoiser"):
-        part = model.get_submodule(name)
-        if name in frozen:
-            part.requires_grad_(False).eval()  # fixed BatchNorm statistics too
-        elif "." not in name:
-            part.requires_grad_(True)
+    for name in ("vae", "translator", "denoiser"):
+        model.get_submodule(name).requires_grad_(True)
+    for name in frozen:
+        model.get_submodule(name).requires_grad_(False).eval()  # fixed BatchNorm statistics too
     return [p for p in model.parameters() if p.requires_grad]
 
 

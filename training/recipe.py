@@ -45,31 +45,33 @@ STAGE_SHARES = {"vae": 0.2, "main": 0.55, "full": 0.15}  # the scorecard gets th
 
 def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
     """The ``nowcast train`` arguments of the training stages, in order."""
-    shape = ["--size", str(args.size), "--stride", str(args.size // 2), "--batch-size", str(args.batch_size)]
     common = ["--device", args.device, "--threads", str(args.threads), "--seed", str(args.seed),
               "--motion-cache", str(args.motion_cache), "--data", *map(str, args.data)]
+
+    def shape(size: int, batch: int) -> list[str]:
+        return ["--size", str(size), "--stride", str(size // 2), "--batch-size", str(batch)]
+
+    def dense(stage: str, init: str, steps: int, lr: str, size: int, batch: int, evals: int) -> list[str]:
+        """End to end in the dense frame from stage ``init``'s best checkpoint, validated ``evals`` times."""
+        start = Path("runs") / f"{args.name}-{init}" / "best"
+        return ["--name", f"{args.name}-{stage}", "--init", str(start),
+                "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
+                "--steps", str(steps), "--warmup-steps", str(max(1, steps // 20)), "--lr", lr,
+                "--ema-decay", "0.998", "--eval-every", str(max(1, steps // evals)),
+                "--max-minutes", f"{STAGE_SHARES[stage] * args.minutes:.2f}", *shape(size, batch), *common]
+
     vae = ["--name", f"{args.name}-vae", "--strategy", "vae", "--options", "intensity_loss=true",
            "--steps", str(args.vae_steps), "--warmup-steps", str(max(1, args.vae_steps // 20)),
            "--lr", "1e-3", "--eval-every", str(max(1, args.vae_steps // 4)), "--val-members", "0",
-           "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *shape, *common]
-    main = ["--name", f"{args.name}-main", "--init", str(Path("runs") / f"{args.name}-vae" / "best"),
-            "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
-            "--steps", str(args.steps),
-            "--warmup-steps", str(max(1, args.steps // 20)), "--lr", str(args.lr), "--ema-decay", "0.998",
-            "--eval-every", str(max(1, args.steps // 8)), "--max-minutes",
-            f"{STAGE_SHARES['main'] * args.minutes:.2f}", *shape, *common]
-    stages = {"vae": vae, "main": main}  # bf16 autocast is the default on CUDA
+           "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *shape(args.size, args.batch_size),
+           *common]
+    main = dense("main", "vae", args.steps, str(args.lr), args.size, args.batch_size, evals=8)
+    stages = {"vae": vae, "main": main}
     if args.full_size:  # the same pixels per step as the main stage
         batch = max(1, args.batch_size * args.size ** 2 // args.full_size ** 2)
-        stages["full"] = [
-            "--name", f"{args.name}-full", "--init", str(Path("runs") / f"{args.name}-main" / "best"),
-            "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
-            "--steps", str(args.full_steps), "--warmup-steps", str(max(1, args.full_steps // 20)),
-            "--lr", f"{args.lr / 3:.3g}", "--ema-decay", "0.998",
-            "--eval-every", str(max(1, args.full_steps // 4)),
-            "--max-minutes", f"{STAGE_SHARES['full'] * args.minutes:.2f}", "--size", str(args.full_size),
-            "--stride", str(args.full_size // 2), "--batch-size", str(batch), *common]
-    return stages
+        lr = f"{args.lr / 3:.3g}"
+        stages["full"] = dense("full", "main", args.full_steps, lr, args.full_size, batch, evals=4)
+    return stages  # bf16 autocast is the default on CUDA
 
 
 def run(args: argparse.Namespace) -> Path:
