@@ -79,11 +79,12 @@ def run(args: argparse.Namespace) -> Path:
     from training import scorecard
     from training.train import main as train_main
 
-    for stage, argv in stage_arguments(args).items():
+    stages = stage_arguments(args)
+    for stage, argv in stages.items():
         log.info("stage %s: nowcast train %s", stage, " ".join(argv))
         if train_main(argv) != 0:
             raise RuntimeError(f"stage {stage} failed")
-    last_stage = Path("runs") / f"{args.name}-{'full' if args.full_size else 'main'}"
+    last_stage = Path("runs") / f"{args.name}-{list(stages)[-1]}"
     best = last_stage / "best"
     if args.no_scorecard:  # e.g. on a GPU machine without pysteps: score it where pysteps is
         shutil.copytree(best, args.out, dirs_exist_ok=True)
