@@ -15,9 +15,9 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
    so that the translator and the denoiser see the latent grid they are served on (README,
    training step 12); ``--full-size 0`` leaves it out;
 4. the scorecard (the rest): the defaults (motion perturbations, DDIM steps and the share of
-   them that apply guidance: the fewest denoiser passes within ``--steps-tolerance`` of the best
-   CRPS) chosen on the validation windows, the checkpoint
-   written to ``--out`` with its model card.
+   them that apply guidance: among the calibrated combinations, ``--select``, the fewest denoiser
+   passes within ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the
+   checkpoint written to ``--out`` with its model card.
 
 The steps of each stage are set by ``--vae-steps`` and ``--steps``; the budget only stops a
 stage that runs late, validating and saving as it stops (``--max-minutes``). With ``--device
@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from model.options import DETAILS
+from training.scorecard import SELECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> Path:
             "--detail-lifetime", *[str(v) for v in args.detail_lifetime],
             "--detail", *args.detail,
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
-            "--threads", str(args.threads)]
+            "--select", args.select, "--threads", str(args.threads)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
     log.info("scorecard: python -m training.scorecard %s", " ".join(card))
@@ -133,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance-share", type=float, nargs="+", default=[1.0, 0.4],
                         help="shares of the DDIM steps, the noisiest first, that apply guidance, that "
                         "the scorecard tries")
-    parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 2.0],
+    parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 1.5, 2.0],
                         help="motion perturbation sizes the scorecard tries")
+    parser.add_argument("--select", choices=SELECTIONS, default="calibrated",
+                        help="how the scorecard chooses (training.scorecard --select)")
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[60.0],
                         help="detail lifetimes (minutes) the scorecard tries (the shipped model's)")
     parser.add_argument("--detail", choices=DETAILS, nargs="+", default=["renew"],

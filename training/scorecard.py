@@ -12,7 +12,11 @@ two lifetimes and ``--steps`` takes one or more values; every combination is sco
 with the lowest fair CRPS (mean over the groups and lead times) is kept. With
 ``--steps-tolerance r``, the trial with the fewest denoiser passes (:func:`network_passes`)
 among those within ``(1 + r)`` times the lowest CRPS is kept instead (the sampler's time grows
-with the passes; skill hardly does). The checkpoint is copied to
+with the passes; skill hardly does). With ``--select calibrated`` (the default) the choice is made
+among the calibrated combinations only, those whose ensemble spread/skill lies within 0.9-1.1 in
+every group at 30 and 60 minutes (the skill issue's target; all of them when none is): a sharp
+ensemble that is not calibrated misleads the probabilities forecasters read off it, however low
+its CRPS. The checkpoint is copied to
 ``--out`` with the chosen options as its manifest's ``nowcast`` block (what every caller of the
 checkpoint then gets by default), the validation scores of every combination, and a
 ``MODEL_CARD.md``.
@@ -43,6 +47,7 @@ from verification.metrics import threshold_to_mmh
 log = logging.getLogger(__name__)
 
 CARD_METHODS = ("stldm", "stldm_first_estimate", "persistence", "extrapolation")
+SELECTIONS = ("crps", "calibrated")
 
 
 def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptions, *,
@@ -71,12 +76,33 @@ def network_passes(options: dict) -> int:
     return steps + guided
 
 
-def choose(trials: list[dict], steps_tolerance: float = 0.0) -> dict:
+CALIBRATED = (0.9, 1.1)  # spread/skill band of a calibrated ensemble (the skill issue's target)
+
+
+def calibrated(trial: dict, band: tuple[float, float] = CALIBRATED) -> bool:
+    """Whether the trial's ensemble spread is its error's, within ``band``, in every group at 30
+    and 60 minutes (the leads the groups have)."""
+    low, high = band
+    ratios = [row.get(f"spread_skill_{minutes}") for methods in trial["scores"]["groups"].values()
+              for method, row in methods.items() if method == "stldm" for minutes in (30, 60)]
+    ratios = [r for r in ratios if r is not None]
+    return bool(ratios) and all(low <= r <= high for r in ratios)
+
+
+def choose(trials: list[dict], steps_tolerance: float = 0.0, *, select: str = "crps") -> dict:
     """The trial with the lowest mean fair CRPS; with ``steps_tolerance`` r > 0, the one with the
     fewest denoiser passes (:func:`network_passes`: DDIM steps and guided steps) among those
-    within ``(1 + r)`` times that CRPS (ties: the lower CRPS)."""
+    within ``(1 + r)`` times that CRPS (ties: the lower CRPS).
+
+    ``select="calibrated"`` chooses so among the :func:`calibrated` trials only (sharpness subject
+    to calibration, Gneiting, Balabdaoui and Raftery 2007), and among all of them when none is.
+    """
     if steps_tolerance < 0:
         raise ValueError(f"steps_tolerance must be >= 0, got {steps_tolerance}")
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if select == "calibrated":
+        trials = [t for t in trials if calibrated(t)] or trials
     best = min(t["scores"]["stldm_crps_all_leads"] for t in trials)
     close = [t for t in trials if t["scores"]["stldm_crps_all_leads"] <= best * (1 + steps_tolerance)]
     return min(close, key=lambda t: (network_passes(t["options"]), t["scores"]["stldm_crps_all_leads"]))
@@ -161,7 +187,8 @@ def _stages(init: dict | None) -> str:
     return "".join(lines)
 
 
-def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance: float = 0.0) -> str:
+def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance: float = 0.0, *,
+               select: str = "crps") -> str:
     training = manifest["training"]
     cfg, data = training["config"], training["data"]
     rows = []
@@ -177,11 +204,14 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
         f"{t['options']['guidance']} | {t['options'].get('guidance_share', 1.0)} | "
         f"{t['options'].get('detail_lifetime', 0.0)} | {t['options'].get('detail', 'fade')} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | "
-        f"{t['scores']['stldm_crps_all_leads']:.4f} |" for t in trials)
+        f"{t['scores']['stldm_crps_all_leads']:.4f} | {'yes' if calibrated(t) else 'no'} |" for t in trials)
     rule = ("the lowest mean fair CRPS (mm/h, all groups and leads)" if not steps_tolerance else
             f"of the trials within {steps_tolerance:.1%} of the lowest mean fair CRPS (mm/h, all groups "
             "and leads), the one with the fewest denoiser passes (DDIM steps, and a second pass at "
             "each guided step),")
+    if select == "calibrated":
+        rule = (f"among the calibrated trials (spread/skill within {CALIBRATED[0]}-{CALIBRATED[1]} in every "
+                f"group at 30 and 60 minutes; all of them when none is), {rule}")
     return f"""# Default model: {manifest['model_version']}
 
 STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
@@ -209,8 +239,8 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 `nowcast`): {json.dumps(chosen['options'])}.
 
 | DDIM steps | advection | matching | motion_spread | guidance | guidance_share | detail_lifetime | \
-detail | extrapolation_lifetime | CRPS |
-|---|---|---|---|---|---|---|---|---|---|
+detail | extrapolation_lifetime | CRPS | calibrated |
+|---|---|---|---|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -257,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps-tolerance", type=float, default=0.0,
                         help="relative CRPS within which the trial with the fewest denoiser passes "
                              "(DDIM steps and guided steps) is kept (0: the lowest CRPS)")
+    parser.add_argument("--select", choices=SELECTIONS, default="calibrated",
+                        help="crps: the lowest mean fair CRPS; calibrated: the same among the trials "
+                        f"whose spread/skill is within {CALIBRATED[0]}-{CALIBRATED[1]} in every group at "
+                        "30 and 60 minutes (all trials when none is)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="score about this many windows, evenly spaced over the split")
     parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,
@@ -296,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})
-    chosen = choose(trials, args.steps_tolerance)
+    chosen = choose(trials, args.steps_tolerance, select=args.select)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)
         shutil.copytree(args.checkpoint, args.out, ignore=shutil.ignore_patterns("training_state.pt"))
@@ -306,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest["scores"] = {"validation": chosen["scores"], "trials": trials,
                           "command": " ".join(["python -m training.scorecard", *(argv or sys.argv[1:])])}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials, args.steps_tolerance))
+    (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials, args.steps_tolerance,
+                                                        select=args.select))
     log.info("wrote %s with defaults %s", args.out, options)
     return 0
 

@@ -105,7 +105,7 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     run = save_checkpoint(tiny_model, tmp_path / "run", extra={"training": training})
     out = tmp_path / "shipped"
     assert main(["--checkpoint", str(run), "--out", str(out), "--members", "2", "--steps", "2",
-                 "--motion-spread", "0", "3", "--matching", "none"]) == 0
+                 "--motion-spread", "0", "3", "--matching", "none", "--select", "crps"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     trials = manifest["scores"]["trials"]
     assert [t["options"]["motion_spread"] for t in trials] == [0.0, 3.0]
@@ -116,6 +116,7 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     assert defaults.motion_spread == best["options"]["motion_spread"] and defaults.matching == "none"
     card = (out / "MODEL_CARD.md").read_text()
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
+    assert "| CRPS | calibrated |" in card and "among the calibrated trials" not in card
 
 
 def trial(steps, crps, guidance=1.0, share=1.0):
@@ -146,6 +147,30 @@ def test_the_tolerance_keeps_the_fewest_denoiser_passes_counting_the_guided_step
     assert choose(trials, 0.005)["options"]["guidance_share"] == 0.4  # 7 passes against 10 and 12
     kept = choose(trials, 0.002)["options"]  # 0.1836 is 0.33 % worse: out; 10 passes beat 12
     assert (kept["steps"], kept["guidance_share"]) == (5, 1.0)
+
+
+def calibration_trial(spread, crps, ratios):
+    """A trial whose stldm spread/skill at 30 and 60 minutes is ``ratios`` per group."""
+    groups = {name: {"stldm": {"spread_skill_30": r30, "spread_skill_60": r60},
+                     "persistence": {"spread_skill_30": None, "spread_skill_60": None}}
+              for name, (r30, r60) in ratios.items()}
+    return {"options": {"steps": 5, "guidance": 1.0, "guidance_share": 0.4, "motion_spread": spread},
+            "scores": {"stldm_crps_all_leads": crps, "groups": groups}}
+
+
+def test_the_calibrated_rule_keeps_the_lowest_crps_among_ensembles_whose_spread_matches_their_error():
+    from training.scorecard import calibrated, choose
+
+    wide = calibration_trial(2.0, 0.1805, {"knmi": (1.05, 1.13), "mrms": (1.15, None)})
+    fit = calibration_trial(1.5, 0.1812, {"knmi": (0.97, 1.09), "mrms": (1.10, None)})
+    narrow = calibration_trial(1.0, 0.1830, {"knmi": (0.91, 0.95), "mrms": (0.93, None)})
+    assert not calibrated(wide) and calibrated(fit) and calibrated(narrow)  # the 2-min group has no 60
+    assert choose([wide, fit, narrow])["options"]["motion_spread"] == 2.0  # crps: the lowest CRPS
+    assert choose([wide, fit, narrow], select="calibrated")["options"]["motion_spread"] == 1.5
+    under = calibration_trial(1.0, 0.1830, {"knmi": (0.89, 0.95), "mrms": (0.93, None)})
+    assert choose([wide, under], select="calibrated") is wide  # none calibrated: the lowest CRPS
+    with pytest.raises(ValueError, match="select must be one of"):
+        choose([wide], select="sharpest")
 
 
 def test_a_negative_steps_tolerance_is_refused_before_any_window_is_scored(tmp_path, capsys):
