@@ -52,7 +52,8 @@ SELECTIONS = ("crps", "calibrated")
 
 def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptions, *,
                       methods: tuple[str, ...] = CARD_METHODS) -> dict:
-    """Per group and method, the criteria at 30 and 60 min and the mean fair CRPS over all leads."""
+    """Per group and method, the criteria at 30 and 60 min, the ensemble's spread/skill at every
+    lead time and the mean fair CRPS over all leads."""
     thresholds = [threshold_to_mmh(v, "mm/h", nowcaster.config.transform) for v in (1.0, 5.0)]
     groups, _ = score_windows(nowcaster, windows, options, methods=methods, thresholds=thresholds,
                               progress="validate")
@@ -64,7 +65,11 @@ def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptio
                          "scores": {m: sc.to_dict() for m, sc in g["scores"].items()}}
     table = summary(results)
     crps = [r["scores"]["stldm"]["crps_all_leads"] for r in results.values()]
+    by_lead = {name: {"lead_minutes": r["lead_minutes"],
+                      "spread_skill": r["scores"]["stldm"].get("spread_skill_ratio")}
+               for name, r in results.items()}
     return {"groups": table, "windows": {n: r["windows"] for n, r in results.items()},
+            "spread_skill_by_lead": by_lead,
             "stldm_crps_all_leads": float(np.mean([c for c in crps if c is not None])) if crps else None}
 
 
@@ -187,6 +192,20 @@ def _stages(init: dict | None) -> str:
     return "".join(lines)
 
 
+def _by_lead_section(by_lead: dict | None) -> str:
+    """The defaults' spread/skill at every lead time of every group, as a markdown section."""
+    if not by_lead:
+        return ""
+    lines = []
+    for name, r in by_lead.items():
+        cells = [f"{m} min {v:.2f}" for m, v in zip(r["lead_minutes"], r["spread_skill"] or [], strict=False)
+                 if v is not None]
+        lines.append(f"- {name}: " + ", ".join(cells))
+    return ("## Spread/skill of the defaults by lead time\n\n"
+            "The calibrated rule looks at 30 and 60 minutes; here is every lead (1: the members spread "
+            "as much as their mean errs; below 1, too little).\n\n" + "\n".join(lines) + "\n\n")
+
+
 def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance: float = 0.0, *,
                select: str = "crps") -> str:
     training = manifest["training"]
@@ -253,7 +272,7 @@ These windows chose the defaults: `nowcast evaluate` reports the held-out ones.
 |---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-## Licences
+{_by_lead_section(chosen["scores"].get("spread_skill_by_lead"))}## Licences
 Trained on data from the Finnish Meteorological Institute (FMI), CC BY 4.0; KNMI (Royal Netherlands
 Meteorological Institute), CC BY 4.0; MeteoSwiss, CC BY 4.0; NOAA/NSSL and NOAA/NCEP MRMS (U.S.
 Government work); modified.

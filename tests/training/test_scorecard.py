@@ -117,6 +117,9 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     card = (out / "MODEL_CARD.md").read_text()
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
     assert "| CRPS | calibrated |" in card and "among the calibrated trials" not in card
+    by_lead = manifest["scores"]["validation"]["spread_skill_by_lead"]["aa @5 min"]
+    assert by_lead["lead_minutes"] == [5, 10, 15, 20] and len(by_lead["spread_skill"]) == 4
+    assert "## Spread/skill of the defaults by lead time" in card and "- aa @5 min: 5 min " in card
 
 
 def trial(steps, crps, guidance=1.0, share=1.0):
