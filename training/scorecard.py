@@ -88,8 +88,8 @@ def calibrated(trial: dict, band: tuple[float, float] = CALIBRATED) -> bool:
     """Whether the trial's ensemble spread is its error's, within ``band``, in every group at 30
     and 60 minutes (the leads the groups have)."""
     low, high = band
-    ratios = [row.get(f"spread_skill_{minutes}") for methods in trial["scores"]["groups"].values()
-              for method, row in methods.items() if method == "stldm" for minutes in (30, 60)]
+    ratios = [methods.get("stldm", {}).get(f"spread_skill_{minutes}")
+              for methods in trial["scores"]["groups"].values() for minutes in (30, 60)]
     ratios = [r for r in ratios if r is not None]
     return bool(ratios) and all(low <= r <= high for r in ratios)
 
