@@ -37,7 +37,7 @@ def _thresholds(values: Sequence[float]) -> tuple[float, ...]:
 REQUEST_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "members": int, "guidance": float, "guidance_share": float, "matching": str, "advection": str,
     "motion_spread": float, "detail_lifetime": float, "detail": str, "extrapolation_lifetime": float,
-    "thresholds": _thresholds,
+    "blend_spread": float, "thresholds": _thresholds,
 }
 OPTIONS: dict[str, Callable[[Any], Any]] = {"steps": int, **REQUEST_OPTIONS}
 
@@ -58,7 +58,9 @@ class NowcastOptions:
     every member) or "renew" (each member's own, renewed with noise, :mod:`model.detail`);
     ``extrapolation_lifetime`` the minutes over which
     the members go from the extrapolated last frame to the model's forecast (0: the model's
-    alone); ``thresholds`` of the exceedance probabilities in mm/h.
+    alone); ``blend_spread`` how much of the members' own spread that blend keeps at short leads
+    (0: the share ``1 - w`` the blend gives the members; :func:`model.sampler.blend_members`);
+    ``thresholds`` of the exceedance probabilities in mm/h.
     """
 
     members: int
@@ -73,6 +75,7 @@ class NowcastOptions:
     thresholds: tuple[float, ...]
     guidance_share: float = 1.0
     detail: str = "fade"
+    blend_spread: float = 0.0
 
     def group_key(self) -> tuple:
         """Jobs whose options share this key can be sampled in one call (seeds may differ)."""
@@ -105,6 +108,7 @@ class NowcastDefaults:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     guidance_share: float = 1.0
     detail: str = "fade"
+    blend_spread: float = 0.0
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], config) -> NowcastDefaults:
@@ -151,6 +155,7 @@ class NowcastDefaults:
             (0.0 <= opts.extrapolation_lifetime <= MAX_LIFETIME,
              f"extrapolation_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, "
              f"got {opts.extrapolation_lifetime}"),
+            (0.0 <= opts.blend_spread <= 1.0, f"blend_spread must be in [0, 1], got {opts.blend_spread}"),
             (1 <= len(opts.thresholds) <= MAX_THRESHOLDS
              and all(np.isfinite(t) and t >= 0 for t in opts.thresholds),
              f"thresholds must be 1 to {MAX_THRESHOLDS} finite rain rates >= 0 mm/h, "

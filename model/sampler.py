@@ -196,6 +196,36 @@ def fading(leads: torch.Tensor, lifetime: float) -> torch.Tensor:
     return torch.exp(-leads / lifetime)[None, None, :, None, None]
 
 
+def blend_members(members: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                  spread: float = 0.0) -> torch.Tensor:
+    """Lead ``l`` of every member towards ``target`` with weight ``w``:
+    ``w * target + (1 - w) * mean + s * (member - mean)``, ``mean`` the ensemble mean.
+
+    With ``s = 1 - w`` (``spread`` 0) this is the linear blend ``w * target + (1 - w) * member``,
+    which shrinks the members' departures from their mean, and so the ensemble's spread, by
+    ``1 - w``: almost nothing of it is left at the first leads, where ``w`` is near 1. With
+    ``spread`` > 0, ``s = max(1 - w, spread * sqrt(1 - w ** 2))``: the mean is the same, and the
+    departures are kept as an AR(1) process of lag correlation ``w`` keeps its innovations (the
+    renewed detail and STEPS' cascade levels do the same), scaled by ``spread``.
+
+    Parameters
+    ----------
+    members : (B, K, T, H, W).
+    target : (B, 1, 1, H, W) what the members start from (the last frame, in the forecast frame).
+    weight : (1, 1, T, 1, 1) ``w`` by lead (:func:`fading`).
+    spread : in [0, 1].
+
+    Returns
+    -------
+    (B, K, T, H, W); ``members`` itself, blended in place, when ``spread`` is 0.
+    """
+    if spread <= 0:
+        return members.lerp_(target.expand_as(members), weight)
+    mean = members.mean(dim=1, keepdim=True)
+    keep = torch.maximum(1 - weight, spread * (1 - weight.square()).sqrt())
+    return weight * target + (1 - weight) * mean + keep * (members - mean)
+
+
 @torch.inference_mode()
 def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: int = 20,
              guidance: float = 1.0, guidance_share: float = 1.0, seed: int | Sequence[int] = 0,
@@ -203,7 +233,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
              cell_km: float | None = None, detail_lifetime: float = 0.0, detail: str = "fade",
-             extrapolation_lifetime: float = 0.0) -> Forecast:
+             extrapolation_lifetime: float = 0.0, blend_spread: float = 0.0) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -249,6 +279,10 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         ``x_last`` the last input frame there: Lagrangian persistence (an extrapolation nowcast
         once moved back) at short leads, where it is the better forecast, the model's members
         later, as pysteps blends extrapolation with a model by lead time; 0: the members alone.
+    blend_spread : with ``extrapolation_lifetime``, how much of their own spread the members keep
+        in that blend (:func:`blend_members`): their departures from the ensemble mean enter with
+        weight ``max(1 - w, blend_spread * sqrt(1 - w ** 2))`` instead of ``1 - w``, so the
+        ensemble spreads from the first leads on as an AR(1) process does; 0: ``1 - w``.
     step_minutes : minutes between the input frames (and the lead times), one of
         ``model.config.step_minutes`` for a model with a step embedding; None for a model
         without one.
@@ -282,6 +316,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         raise ValueError(f"detail must be one of {DETAILS}, got {detail!r}")
     if extrapolation_lifetime < 0:
         raise ValueError(f"extrapolation_lifetime must be >= 0 minutes, got {extrapolation_lifetime}")
+    if not 0 <= blend_spread <= 1:
+        raise ValueError(f"blend_spread must be in [0, 1], got {blend_spread}")
     b = x.shape[0]
     observed = x
     if advection == "bulk":
@@ -331,7 +367,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         residual = x[:, -1].to(out) - last
     if detail_lifetime > 0 and detail == "renew":  # member by member, decorrelating with lead time
         if extrapolation_lifetime > 0:  # towards the last frame without its detail: the process carries it
-            out = out.lerp_(last[:, None, None].expand_as(out), fading(leads, extrapolation_lifetime))
+            out = blend_members(out, last[:, None, None], fading(leads, extrapolation_lifetime), blend_spread)
         generators = [member_generator(s, k, "detail") for s in seeds for k in range(members)]
         renewed = renewed_detail(residual, generators, leads=config.t_out,
                                  step_minutes=float(step_minutes or 5), lifetime=detail_lifetime)
@@ -340,8 +376,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         if detail_lifetime > 0:  # the same in every member, fading with lead time
             out = out.addcmul_(fading(leads, detail_lifetime), residual[:, None, None]).clamp_(0, 1)
         if extrapolation_lifetime > 0:  # from Lagrangian persistence at short leads to the model's members
-            out = out.lerp_(x[:, -1].to(out)[:, None, None].expand_as(out),
-                            fading(leads, extrapolation_lifetime))
+            out = blend_members(out, x[:, -1].to(out)[:, None, None], fading(leads, extrapolation_lifetime),
+                                blend_spread)
     first = first.float()
     if advection == "bulk":
         shift = shift.to(out.device)

@@ -115,6 +115,12 @@ class NowcastOptions(BaseModel):
         "extrapolation + (1 - w) * member with w = exp(-l / extrapolation_lifetime); 0: the model's "
         "members alone",
     )
+    blend_spread: float | None = Field(
+        None, ge=0.0, le=1.0, description="how much of the members' own spread that blend keeps: their "
+        "departures from the ensemble mean enter lead l with weight max(1 - w, blend_spread * "
+        "sqrt(1 - w^2)), as an AR(1) process keeps its innovations, instead of 1 - w; 0: 1 - w "
+        "(the members spread little at the first leads)",
+    )
     resample: bool = Field(
         False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
         "cell_km) when the grid is finer; without it a grid far from that size is refused (422). The "
@@ -265,6 +271,7 @@ class ResultMetadata(BaseModel):
     detail_lifetime: float | None = None
     detail: str | None = None
     extrapolation_lifetime: float | None = None
+    blend_spread: float | None = None
     steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> Path:
             "--detail-lifetime", *[str(v) for v in args.detail_lifetime],
             "--detail", *args.detail,
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
+            "--blend-spread", *[str(v) for v in args.blend_spread],
             "--select", args.select, "--threads", str(args.threads)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how the detail enters the members, to try (fade, renew; model/detail.py)")
     parser.add_argument("--extrapolation-lifetime", type=float, nargs="+", default=[90.0],
                         help="extrapolation lifetimes (minutes) the scorecard tries (the shipped model's)")
+    parser.add_argument("--blend-spread", type=float, nargs="+", default=[0.0, 0.5],
+                        help="shares of the members' own spread kept in that blend that the scorecard "
+                        "tries (model.sampler.blend_members)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),

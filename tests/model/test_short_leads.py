@@ -133,3 +133,36 @@ def test_shipped_model_is_closer_to_the_observed_rain_at_the_first_leads() -> No
         errors[lifetime] = np.abs(result.members[:, :2] - truth[None]).mean()  # 5 and 10 minutes
     assert (truth >= 1.0).mean() > 0.01  # the window rains
     assert errors[10.0] < 0.9 * errors[0.0], errors
+
+
+# ------------------------------------------------------------ blend_spread
+
+@torch.inference_mode()
+def test_blend_spread_keeps_the_members_departures_as_an_ar1_process_does(tiny_model) -> None:
+    """The blend's mean is the linear blend's; the members' departures from it enter with weight
+    max(1 - w, c * sqrt(1 - w^2)) instead of 1 - w, so they spread from the first lead on."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(2, tiny_model.config.t_in, 64, 64, generator=gen)
+    plain = tiny_model.forecast(x, members=4, steps=2, seed=[1, 2])
+    linear = tiny_model.forecast(x, members=4, steps=2, seed=[1, 2], extrapolation_lifetime=90.0)
+    kept = tiny_model.forecast(x, members=4, steps=2, seed=[1, 2], extrapolation_lifetime=90.0,
+                               blend_spread=0.5)
+    w = lead_weight(tiny_model.config.t_out, 90.0)
+    mean = plain.members.mean(dim=1, keepdim=True)
+    share = torch.maximum(1 - w, 0.5 * (1 - w**2).sqrt())
+    expected = w * x[:, -1][:, None, None] + (1 - w) * mean + share * (plain.members - mean)
+    torch.testing.assert_close(kept.members, expected.clamp(0, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kept.members.mean(dim=1), linear.members.mean(dim=1), atol=1e-5, rtol=1e-5)
+    first_lead = [f.members[:, :, 0].std(dim=1).mean() for f in (linear, kept)]
+    assert first_lead[1] > 2.5 * first_lead[0], first_lead  # 0.5 sqrt(1 - w^2) = 3.0 (1 - w) at 5 min
+    with pytest.raises(ValueError, match=r"blend_spread must be in \[0, 1\]"):
+        tiny_model.forecast(x, members=2, steps=1, extrapolation_lifetime=90.0, blend_spread=1.5)
+
+
+def test_blend_spread_range_and_default(tiny_config) -> None:
+    defaults = NowcastDefaults.from_manifest({"nowcast": {"blend_spread": 0.5}}, tiny_config)
+    assert defaults.resolve().blend_spread == 0.5
+    assert defaults.resolve(blend_spread=0).blend_spread == 0.0
+    assert NowcastDefaults.from_manifest({}, tiny_config).blend_spread == 0.0  # older checkpoints: 1 - w
+    with pytest.raises(ValueError, match=r"blend_spread must be in \[0, 1\]"):
+        defaults.resolve(blend_spread=-0.1)
