@@ -14,8 +14,8 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
    (``--full-size``, 128 cells; a quarter of the windows per step, a third of the learning rate),
    so that the translator and the denoiser see the latent grid they are served on (README,
    training step 12); ``--full-size 0`` leaves it out;
-4. the scorecard (the rest): the defaults (motion perturbations, DDIM steps and the share of
-   them that apply guidance: among the calibrated combinations, ``--select``, the fewest denoiser
+4. the scorecard (the rest): the defaults (motion perturbations, ``blend_spread``, DDIM steps and
+   the share of them that apply guidance: among the calibrated combinations, ``--select``, the fewest denoiser
    passes within ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the
    checkpoint written to ``--out`` with its model card.
 
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> Path:
     card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
             "--steps", *[str(v) for v in args.ddim_steps], "--steps-tolerance", str(args.steps_tolerance),
             "--motion-spread", *[str(v) for v in args.motion_spread],
+            "--guidance", *[str(v) for v in args.guidance],
             "--guidance-share", *[str(v) for v in args.guidance_share],
             "--detail-lifetime", *[str(v) for v in args.detail_lifetime],
             "--detail", *args.detail,
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps-tolerance", type=float, default=0.005,
                         help="scorecard: the fewest denoiser passes (DDIM steps and guided steps) "
                         "within this relative CRPS of the best")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[2.0],
+                        help="guidance scales the scorecard tries (the shipped model's)")
     parser.add_argument("--guidance-share", type=float, nargs="+", default=[1.0, 0.4],
                         help="shares of the DDIM steps, the noisiest first, that apply guidance, that "
                         "the scorecard tries")
@@ -147,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extrapolation lifetimes (minutes) the scorecard tries (the shipped model's)")
     parser.add_argument("--blend-spread", type=float, nargs="+", default=[0.0, 0.5],
                         help="shares of the members' own spread kept in that blend that the scorecard "
-                        "tries (model.sampler.blend_members)")
+                        "tries (model.sampler.blend_members; 0.5 the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),

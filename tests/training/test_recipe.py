@@ -59,6 +59,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert manifest["nowcast"]["detail_lifetime"] == 120.0  # the scorecard's choices reach the defaults
     assert manifest["nowcast"]["detail"] == "renew"  # the recipe's default, the shipped model's
     assert manifest["nowcast"]["blend_spread"] == 0.5
+    assert manifest["nowcast"]["guidance"] == 2.0  # the recipe's default, the shipped model's
     assert sorted({t["options"]["steps"] for t in manifest["scores"]["trials"]}) == [1, 2]
     assert manifest["nowcast"]["steps"] in (1, 2)
     assert (out / "MODEL_CARD.md").is_file() and (out / "train_log.jsonl").is_file()
