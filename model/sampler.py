@@ -206,7 +206,8 @@ def blend_members(members: torch.Tensor, target: torch.Tensor, weight: torch.Ten
     ``1 - w``: almost nothing of it is left at the first leads, where ``w`` is near 1. With
     ``spread`` > 0, ``s = max(1 - w, spread * sqrt(1 - w ** 2))``: the mean is the same, and the
     departures are kept as an AR(1) process of lag correlation ``w`` keeps its innovations (the
-    renewed detail and STEPS' cascade levels do the same), scaled by ``spread``.
+    renewed detail and STEPS' cascade levels do the same), scaled by ``spread``. That is no
+    longer a convex combination: the result can leave the pixels' [0, 1] (the caller clamps).
 
     Parameters
     ----------
@@ -378,6 +379,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         if extrapolation_lifetime > 0:  # from Lagrangian persistence at short leads to the model's members
             out = blend_members(out, x[:, -1].to(out)[:, None, None], fading(leads, extrapolation_lifetime),
                                 blend_spread)
+            if blend_spread > 0:  # departures wider than a convex blend's: back into the pixels' range
+                out = out.clamp_(0, 1)
     first = first.float()
     if advection == "bulk":
         shift = shift.to(out.device)

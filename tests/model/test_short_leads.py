@@ -167,3 +167,30 @@ def test_blend_spread_range_and_default(tiny_config) -> None:
     assert NowcastDefaults.from_manifest({}, tiny_config).blend_spread == 0.0  # older checkpoints: 1 - w
     with pytest.raises(ValueError, match=r"blend_spread must be in \[0, 1\]"):
         defaults.resolve(blend_spread=-0.1)
+
+
+
+
+@torch.inference_mode()
+def test_blend_spread_keeps_the_members_pixels_in_range(tiny_model, monkeypatch) -> None:
+    """Departures kept wider than the convex blend keeps them could leave [0, 1]: the members the
+    sampler returns stay pixels, with the detail renewed (clamped after it) or without it."""
+    import model.sampler as sampler
+
+    members = torch.tensor([0.0, 1.0]).reshape(1, 2, 1, 1, 1)  # mean 0.5, departures -0.5 and +0.5
+    out = sampler.blend_members(members, torch.ones(1, 1, 1, 1, 1), torch.full((1, 1, 1, 1, 1), 0.9), 1.0)
+    assert out.max() > 1.1  # 0.95 + sqrt(0.19) * 0.5: the case exists
+    t_out, decode = tiny_model.config.t_out, sampler.decode_frames
+
+    def members_0_and_1(vae, z, chunk=None):  # member k decodes to k % 2 everywhere: the widest spread
+        frames = decode(vae, z, chunk)
+        value = (torch.arange(frames.shape[0]) // t_out % 2).to(frames)
+        return value[:, None, None].expand_as(frames).clone()
+
+    monkeypatch.setattr(sampler, "decode_frames", members_0_and_1)
+    x = torch.ones(1, tiny_model.config.t_in, 64, 64)
+    for detail in ({}, {"detail_lifetime": 30.0, "detail": "renew"}):
+        result = tiny_model.forecast(x, members=4, steps=2, seed=1, extrapolation_lifetime=30.0,
+                                     blend_spread=1.0, **detail)
+        assert result.members.min() >= 0 and result.members.max() <= 1, detail
+        assert result.members[0, :, 0].std(dim=0).mean() > 0.1  # the departures are there
