@@ -14,7 +14,9 @@ with the lowest fair CRPS (mean over the groups and lead times) is kept. With
 among those within ``(1 + r)`` times the lowest CRPS is kept instead (the sampler's time grows
 with the passes; skill hardly does). With ``--select calibrated`` (the default) the choice is made
 among the calibrated combinations only, those whose ensemble spread/skill lies within 0.9-1.1 in
-every group at 30 and 60 minutes (the skill issue's target; all of them when none is): a sharp
+every group (one network at one step the checkpoint serves, as ``nowcast evaluate`` groups them:
+MRMS at 2 and at 6 minutes) at 30 and 60 minutes (the skill issue's target; all of them when
+none is): a sharp
 ensemble that is not calibrated misleads the probabilities forecasters read off it, however low
 its CRPS. The checkpoint is copied to
 ``--out`` with the chosen options as its manifest's ``nowcast`` block (what every caller of the

@@ -27,10 +27,12 @@ Held-out windows
 
 Windows and steps
     ``t_in`` inputs and up to ``t_out`` leads on ``size x size`` tiles that do not overlap, at
-    the model step each network serves (``radar.read.serving_step``: 5 min for the 5-minute
-    networks, 2 min for MRMS when served). Windows are cut short at the end of the held-out
-    time; the leads they lack are left out of every score. Scores are kept per *group* of one
-    network and one step (lead times in minutes differ between steps) and reported per group.
+    every step the checkpoint serves that a network's files give (``training.data``: 5 min for
+    the 5-minute networks; 2 min and, every third frame, 6 min for the 2-minute MRMS files), as
+    a forecaster with radar at that step would request them. Windows are cut short at the end
+    of the held-out time; the leads they lack are left out of every score. Scores are kept per
+    *group* of one network and one step (lead times in minutes differ between steps) and
+    reported per group.
 
 Scoring
     Cells where the truth has no data are left out. NaN in a forecast (pysteps advects
@@ -110,8 +112,8 @@ def checkpoint_windows(manifest: dict, nowcaster: Nowcaster, which: str, *, spli
                        events: tuple[Path, ...] = (), allow_training_data: bool = False,
                        max_windows: int | None = None) -> list[Window]:
     """The ground windows of split ``which`` of a checkpoint's own split rule and files (or of
-    ``split_from``'s), ``config.size`` wide without overlap, each network at the step it is
-    served at (5 min where served, else its smallest step).
+    ``split_from``'s), ``config.size`` wide without overlap, at every step the checkpoint serves
+    that a file gives (a 2-minute file gives 2 and 6 minutes; in file, step and time order).
 
     ``events`` restricts the files; with ``split_from``, files that gave this checkpoint
     training or validation windows are refused unless ``allow_training_data``.
@@ -141,11 +143,6 @@ def checkpoint_windows(manifest: dict, nowcaster: Nowcaster, which: str, *, spli
     windows = windows_of(files, which=which, shape=shape, rule=SplitRule(**data["split"]),
                          steps=nowcaster.defaults.step_minutes, cell_km=float(cfg.get("cell_km", 4.0)),
                          transform=config.transform)
-    native: dict[str, set[int]] = {}
-    for w in windows:
-        native.setdefault(w.network, set()).add(w.step_minutes)
-    keep = {net: 5 if 5 in steps else min(steps) for net, steps in native.items()}
-    windows = [w for w in windows if w.step_minutes == keep[w.network]]
     if max_windows:
         windows = windows[:: max(1, len(windows) // max_windows)]
     return windows
@@ -317,7 +314,7 @@ def evaluate(opts: EvaluateOptions) -> dict:
         "checkpoint": str(opts.checkpoint), "model_version": manifest.get("model_version"),
         "options": jsonable(asdict(opts)), "nowcast_options": jsonable(asdict(options)),
         "methods": list(methods), "cell_km": cell_km, "members": options.members,
-        "resampling": "none (each network at a step it is served at, native frames)",
+        "resampling": "none (each network at every step it is served at, from its native frames)",
         "pools": list(POOLS), "fss_scales_cells": list(FSS_SCALES),
         "thresholds": [{"label": t.label, "mmh": t.mmh} for t in thresholds],
         "lpips": perceptual["lpips"], "fvd": perceptual["fvd"], "timing": jsonable(timing),

@@ -75,7 +75,11 @@ def test_evaluate_scores_the_held_out_windows_of_each_network_at_its_step(tmp_pa
     assert main(["evaluate", "--checkpoint", str(held_out_checkpoint), "--members", "2", "--steps", "2",
                  "--out", str(out)]) == 0
     result = json.loads((out / "scores.json").read_text())
-    assert set(result["groups"]) == {"aa @5 min", "bb @2 min"}  # each network at its native step
+    # each network at every step it is served at: the 2-minute file at 2 and 6 minutes too
+    assert set(result["groups"]) == {"aa @5 min", "bb @2 min", "bb @6 min"}
+    six = result["groups"]["bb @6 min"]
+    # every third 2-minute frame, from each 2-minute start: 3 inputs and 3 or 2 leads fit
+    assert six["lead_minutes"] == [6, 12, 18, 24] and [w["leads"] for w in six["windows"]] == [3, 2, 2, 2]
     aa = result["groups"]["aa @5 min"]
     assert aa["lead_minutes"] == [5, 10, 15, 20]
     # the last 30 minutes (13:55 to 14:25) are held out: 3 inputs and 2 to 4 leads fit there
