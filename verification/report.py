@@ -43,7 +43,8 @@ def markdown_report(result: dict, plots: list[str]) -> str:
                 cells.append(_fmt(v))
         rows.append(cells)
     avg_head = ["method", "CSI-m", "CSI_4-m", "CSI_16-m", "HSS-m", "CSI 1 mm/h", "FSS 1 mm/h 5 cells",
-                "MAE mm/h", "SSIM", "CRPS mm/h", "BSS 1 mm/h", "ROC AUC 1 mm/h", "spread/skill"]
+                "MAE mm/h", "MAE of the mean mm/h", "SSIM", "CRPS mm/h", "BSS 1 mm/h", "ROC AUC 1 mm/h",
+                "spread/skill"]
     avg_rows = []
     for method, s in scores.items():
         def mean(values):
@@ -53,6 +54,7 @@ def markdown_report(result: dict, plots: list[str]) -> str:
         avg_rows.append([method, *(_fmt(mean(s["csi_all_leads"][p])) for p in range(3)),
                          _fmt(mean(s["hss_all_leads"][0])), _fmt(s["csi_all_leads"][0][thr[1.0]]),
                          _fmt(s["fss_all_leads"][1][thr[1.0]]), _fmt(s["mae_all_leads"]),
+                         _fmt(s.get("ensemble_mean_mae_all_leads", s["mae_all_leads"])),
                          _fmt(s["ssim_all_leads"]), _fmt(s["crps_all_leads"]),
                          _fmt(s["bss_all_leads"][thr[1.0]]), _fmt(s["roc_auc_all_leads"][thr[1.0]]),
                          _fmt(s.get("spread_skill_ratio_all_leads"))])
@@ -86,7 +88,8 @@ BSS: Brier skill score against the sample climatology of the truth (same cells a
 
 CSI-m / HSS-m: mean over the {len(labels)} thresholds ({thr_text}) of the scores of the \
 counts summed over all lead times; CSI_4 / CSI_16: max-pooled with kernel 4 / 16, stride \
-kernel / 4. SSIM on model pixels (data range 1). LPIPS: {result['lpips']}. FVD: {result['fvd']}.
+kernel / 4. SSIM on model pixels (data range 1). MAE counts every member, as CSI does; MAE of the \
+mean scores the ensemble mean. LPIPS: {result['lpips']}. FVD: {result['fvd']}.
 
 {table(avg_head, avg_rows)}
 

@@ -26,7 +26,12 @@ FSS_SCALES = (1, 5, 17)  # cells: 4, 20 and 68 km at 4 km
 
 
 class MethodScores:
-    """All accumulators of one method (ensemble scores only for ensembles)."""
+    """All accumulators of one method (ensemble scores only for ensembles).
+
+    The deterministic scores of an ensemble (contingency, FSS, ``mae``/``mse``, SSIM) count every
+    member against the truth, the paper's protocol; ``ensemble_mean_mae``/``_mse`` score the
+    members' mean, the field the service returns as ``mean``.
+    """
 
     def __init__(self, thresholds: list[Threshold], n_leads: int, n_members: int, ensemble: bool,
                  seed: int) -> None:
@@ -38,6 +43,7 @@ class MethodScores:
         self.prob = ProbabilityAccumulator(thresholds, n_leads, n_levels=n_members + 1)
         self.rank = RankHistogram(n_members, n_leads, seed=seed) if ensemble else None
         self.spread = SpreadSkillAccumulator(n_leads) if ensemble else None
+        self.mean_errors = ErrorAccumulator(n_leads) if ensemble else None
         self.nan_filled, self.cells = 0, 0
 
     def add(self, forecast: np.ndarray, truth: np.ndarray, valid: np.ndarray,
@@ -49,6 +55,8 @@ class MethodScores:
         for acc in (self.contingency, self.fss, self.errors, self.crps, self.prob, self.rank, self.spread):
             if acc is not None:
                 acc.add(forecast, truth, valid)
+        if self.mean_errors is not None:
+            self.mean_errors.add(forecast.mean(axis=0, keepdims=True), truth, valid)
         self.ssim.add(transform.to_pixel(forecast, "mm/h"), transform.to_pixel(truth, "mm/h"), valid)
 
     def to_dict(self) -> dict:
@@ -64,6 +72,9 @@ class MethodScores:
             if self.spread is not None:
                 out.update({f"spread_skill_{k}{suffix}": v
                             for k, v in self.spread.scores(over_leads=over).items()})
+            if self.mean_errors is not None:
+                out.update({f"ensemble_mean_{k}{suffix}": v
+                            for k, v in self.mean_errors.scores(over_leads=over).items()})
         out["reliability"] = self.prob.reliability()
         if self.rank is not None:
             out["rank_histogram"] = self.rank.scores()

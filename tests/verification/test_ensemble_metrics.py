@@ -115,3 +115,28 @@ def test_rank_histogram_takes_every_value_below_dry_mmh_as_equal():
     h = hist.scores()
     assert h[3] == 0.0
     np.testing.assert_allclose(h[:3], 1 / 3, atol=0.05)
+
+
+def test_an_ensembles_mae_counts_every_member_and_its_mean_mae_scores_the_mean():
+    """Members 2 mm/h above and below the truth: each errs by 2 mm/h, their mean not at all."""
+    from model.transform import PixelTransform
+    from verification.metrics import threshold_to_mmh
+    from verification.scores import MethodScores
+
+    transform = PixelTransform()
+    thresholds = [threshold_to_mmh(1.0, "mm/h", transform)]
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(3.0, 10.0, (4, 32, 32)).astype(np.float32)  # 4 leads
+    valid = np.ones(truth.shape, bool)
+    valid[:, :4] = False  # no data there: left out of both
+    members = np.stack([truth + 2.0, truth - 2.0, truth + 2.0, truth - 2.0])
+    members[:, :, :4] = 50.0
+    ensemble = MethodScores(thresholds, 4, 4, True, seed=0)
+    ensemble.add(members, truth, valid, transform)
+    scores = ensemble.to_dict()
+    np.testing.assert_allclose(scores["mae"], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(scores["ensemble_mean_mae"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(scores["ensemble_mean_mse_all_leads"], 0.0, atol=1e-10)
+    single = MethodScores(thresholds, 4, 1, False, seed=0)
+    single.add(members[:1], truth, valid, transform)
+    assert "ensemble_mean_mae" not in single.to_dict()
