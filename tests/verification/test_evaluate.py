@@ -67,7 +67,9 @@ def held_out_checkpoint(tmp_path, tiny_model):
                                                                  "nowcast": {"cell_km": 4.0}})
 
 
-def test_evaluate_scores_the_held_out_windows_of_each_network_at_its_step(tmp_path, held_out_checkpoint):
+def test_evaluate_scores_the_held_out_windows_of_each_network_at_every_step_it_is_served_at(
+    tmp_path, held_out_checkpoint
+):
     pytest.importorskip("pysteps")
     from cli.main import main
 
