@@ -169,8 +169,6 @@ def test_blend_spread_range_and_default(tiny_config) -> None:
         defaults.resolve(blend_spread=-0.1)
 
 
-
-
 @torch.inference_mode()
 def test_blend_spread_keeps_the_members_pixels_in_range(tiny_model, monkeypatch) -> None:
     """Departures kept wider than the convex blend keeps them could leave [0, 1]: the members the
