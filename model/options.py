@@ -37,7 +37,7 @@ def _thresholds(values: Sequence[float]) -> tuple[float, ...]:
 REQUEST_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "members": int, "guidance": float, "guidance_share": float, "matching": str, "advection": str,
     "motion_spread": float, "detail_lifetime": float, "detail": str, "extrapolation_lifetime": float,
-    "blend_spread": float, "thresholds": _thresholds,
+    "blend_spread": float, "estimate_lifetime": float, "thresholds": _thresholds,
 }
 OPTIONS: dict[str, Callable[[Any], Any]] = {"steps": int, **REQUEST_OPTIONS}
 
@@ -60,6 +60,8 @@ class NowcastOptions:
     the members go from the extrapolated last frame to the model's forecast (0: the model's
     alone); ``blend_spread`` how much of the members' own spread that blend keeps at short leads
     (0: the share ``1 - w`` the blend gives the members; :func:`model.sampler.blend_members`);
+    ``estimate_lifetime`` the minutes over which that blend's target goes from the last frame to
+    the translator's first estimate (0: the last frame at every lead; :func:`model.sampler.blend_target`);
     ``thresholds`` of the exceedance probabilities in mm/h.
     """
 
@@ -76,6 +78,7 @@ class NowcastOptions:
     guidance_share: float = 1.0
     detail: str = "fade"
     blend_spread: float = 0.0
+    estimate_lifetime: float = 0.0
 
     def group_key(self) -> tuple:
         """Jobs whose options share this key can be sampled in one call (seeds may differ)."""
@@ -109,6 +112,7 @@ class NowcastDefaults:
     guidance_share: float = 1.0
     detail: str = "fade"
     blend_spread: float = 0.0
+    estimate_lifetime: float = 0.0
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], config) -> NowcastDefaults:
@@ -156,6 +160,8 @@ class NowcastDefaults:
              f"extrapolation_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, "
              f"got {opts.extrapolation_lifetime}"),
             (0.0 <= opts.blend_spread <= 1.0, f"blend_spread must be in [0, 1], got {opts.blend_spread}"),
+            (0.0 <= opts.estimate_lifetime <= MAX_LIFETIME,
+             f"estimate_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, got {opts.estimate_lifetime}"),
             (1 <= len(opts.thresholds) <= MAX_THRESHOLDS
              and all(np.isfinite(t) and t >= 0 for t in opts.thresholds),
              f"thresholds must be 1 to {MAX_THRESHOLDS} finite rain rates >= 0 mm/h, "

@@ -196,6 +196,17 @@ def fading(leads: torch.Tensor, lifetime: float) -> torch.Tensor:
     return torch.exp(-leads / lifetime)[None, None, :, None, None]
 
 
+def blend_target(last: torch.Tensor, first: torch.Tensor, leads: torch.Tensor,
+                 lifetime: float) -> torch.Tensor:
+    """What the extrapolation blend goes to, (B, 1, T, H, W) for members: the last frame (B, H, W)
+    at every lead, or with ``lifetime`` > 0 minutes ``v * last + (1 - v) * first`` at lead ``l``,
+    ``v = exp(-l / lifetime)``, ``first`` (B, T, H, W) the translator's first estimate."""
+    if lifetime <= 0:
+        return last[:, None, None]
+    v = fading(leads, lifetime)
+    return v * last[:, None, None] + (1 - v) * first.to(last)[:, None]
+
+
 def blend_members(members: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                   spread: float = 0.0) -> torch.Tensor:
     """Lead ``l`` of every member towards ``target`` with weight ``w``:
@@ -234,7 +245,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
              advection: str = "none", step_minutes: int | None = None,
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
              cell_km: float | None = None, detail_lifetime: float = 0.0, detail: str = "fade",
-             extrapolation_lifetime: float = 0.0, blend_spread: float = 0.0) -> Forecast:
+             extrapolation_lifetime: float = 0.0, blend_spread: float = 0.0,
+             estimate_lifetime: float = 0.0) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -284,6 +296,12 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         in that blend (:func:`blend_members`): their departures from the ensemble mean enter with
         weight ``max(1 - w, blend_spread * sqrt(1 - w ** 2))`` instead of ``1 - w``, so the
         ensemble spreads from the first leads on as an AR(1) process does; 0: ``1 - w``.
+    estimate_lifetime : minutes; with ``extrapolation_lifetime``, when > 0 the blend's target at
+        lead ``l`` is ``v * x_last + (1 - v) * first``, ``v = exp(-l / estimate_lifetime)``, with
+        ``first`` the translator's decoded first estimate in the forecast frame: where the rain
+        will be is taken more and more from the model's estimate than from the last frame as the
+        lead grows (cdf matching then restores the amounts, which the smooth estimate loses);
+        0: the last frame at every lead.
     step_minutes : minutes between the input frames (and the lead times), one of
         ``model.config.step_minutes`` for a model with a step embedding; None for a model
         without one.
@@ -319,6 +337,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         raise ValueError(f"extrapolation_lifetime must be >= 0 minutes, got {extrapolation_lifetime}")
     if not 0 <= blend_spread <= 1:
         raise ValueError(f"blend_spread must be in [0, 1], got {blend_spread}")
+    if estimate_lifetime < 0:
+        raise ValueError(f"estimate_lifetime must be >= 0 minutes, got {estimate_lifetime}")
     b = x.shape[0]
     observed = x
     if advection == "bulk":
@@ -368,7 +388,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         residual = x[:, -1].to(out) - last
     if detail_lifetime > 0 and detail == "renew":  # member by member, decorrelating with lead time
         if extrapolation_lifetime > 0:  # towards the last frame without its detail: the process carries it
-            out = blend_members(out, last[:, None, None], fading(leads, extrapolation_lifetime), blend_spread)
+            target = blend_target(last, first, leads, estimate_lifetime)
+            out = blend_members(out, target, fading(leads, extrapolation_lifetime), blend_spread)
         generators = [member_generator(s, k, "detail") for s in seeds for k in range(members)]
         renewed = renewed_detail(residual, generators, leads=config.t_out,
                                  step_minutes=float(step_minutes or 5), lifetime=detail_lifetime)
@@ -377,8 +398,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         if detail_lifetime > 0:  # the same in every member, fading with lead time
             out = out.addcmul_(fading(leads, detail_lifetime), residual[:, None, None]).clamp_(0, 1)
         if extrapolation_lifetime > 0:  # from Lagrangian persistence at short leads to the model's members
-            out = blend_members(out, x[:, -1].to(out)[:, None, None], fading(leads, extrapolation_lifetime),
-                                blend_spread)
+            target = blend_target(x[:, -1].to(out), first, leads, estimate_lifetime)
+            out = blend_members(out, target, fading(leads, extrapolation_lifetime), blend_spread)
             if blend_spread > 0:  # departures wider than a convex blend's: back into the pixels' range
                 out = out.clamp_(0, 1)
     first = first.float()

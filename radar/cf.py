@@ -145,7 +145,8 @@ def nowcast_dataset(nowcast: EnsembleNowcast | Any, *, institution: str = "", hi
             f"matching {opts.matching}, advection "
             f"{opts.advection}, motion spread {opts.motion_spread:g}, detail lifetime "
             f"{opts.detail_lifetime:g} min ({opts.detail}), extrapolation lifetime "
-            f"{opts.extrapolation_lifetime:g} min, blend spread {opts.blend_spread:g}")
+            f"{opts.extrapolation_lifetime:g} min, blend spread {opts.blend_spread:g}, estimate lifetime "
+            f"{opts.estimate_lifetime:g} min")
     global_attrs = {
         "Conventions": "CF-1.8", "title": TITLE, "institution": institution or "unknown",
         "source": f"STLDM {nowcast.model_version}", "history": f"{history}\n{line}".strip(),

@@ -121,6 +121,12 @@ class NowcastOptions(BaseModel):
         "sqrt(1 - w^2)), as an AR(1) process keeps its innovations, instead of 1 - w; 0: 1 - w "
         "(the members spread little at the first leads)",
     )
+    estimate_lifetime: float | None = Field(
+        None, ge=0.0, le=MAX_LIFETIME, description="minutes over which that blend's target goes from the "
+        "last input frame to the model's first estimate (where the rain is taken from): lead l goes to "
+        "v * extrapolation + (1 - v) * first estimate with v = exp(-l / estimate_lifetime); 0: the "
+        "extrapolation at every lead",
+    )
     resample: bool = Field(
         False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
         "cell_km) when the grid is finer; without it a grid far from that size is refused (422). The "
@@ -272,6 +278,7 @@ class ResultMetadata(BaseModel):
     detail: str | None = None
     extrapolation_lifetime: float | None = None
     blend_spread: float | None = None
+    estimate_lifetime: float | None = None
     steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> Path:
             "--detail", *args.detail,
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
             "--blend-spread", *[str(v) for v in args.blend_spread],
+            "--estimate-lifetime", *[str(v) for v in args.estimate_lifetime],
             "--select", args.select, "--threads", str(args.threads)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
@@ -151,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--blend-spread", type=float, nargs="+", default=[0.0, 0.5],
                         help="shares of the members' own spread kept in that blend that the scorecard "
                         "tries (model.sampler.blend_members; 0.5 the shipped model's)")
+    parser.add_argument("--estimate-lifetime", type=float, nargs="+", default=[180.0],
+                        help="minutes over which that blend's target goes from the last frame to the "
+                        "first estimate, that the scorecard tries (model.sampler.blend_target; 0: the "
+                        "last frame; 180 the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),

@@ -8,7 +8,7 @@ scores as ``nowcast evaluate`` (``verification.evaluate.score_windows``).
 
 Defaults are chosen here, on validation windows, never on the held-out ones: each of
 ``--advection``, ``--matching``, ``--motion-spread``, ``--guidance``, ``--guidance-share``, the
-two lifetimes, ``--detail``, ``--blend-spread`` and ``--steps`` takes one or more values; every
+three lifetimes, ``--detail``, ``--blend-spread`` and ``--steps`` takes one or more values; every
 combination is scored and the one with the lowest fair CRPS (mean over the groups and lead
 times) is kept. With
 ``--steps-tolerance r``, the trial with the fewest denoiser passes (:func:`network_passes`)
@@ -226,6 +226,7 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
         f"{t['options']['guidance']} | {t['options'].get('guidance_share', 1.0)} | "
         f"{t['options'].get('detail_lifetime', 0.0)} | {t['options'].get('detail', 'fade')} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | {t['options'].get('blend_spread', 0.0)} | "
+        f"{t['options'].get('estimate_lifetime', 0.0)} | "
         f"{t['scores']['stldm_crps_all_leads']:.4f} | {'yes' if calibrated(t) else 'no'} |" for t in trials)
     rule = ("the lowest mean fair CRPS (mm/h, all groups and leads)" if not steps_tolerance else
             f"of the trials within {steps_tolerance:.1%} of the lowest mean fair CRPS (mm/h, all groups "
@@ -261,8 +262,8 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 `nowcast`): {json.dumps(chosen['options'])}.
 
 | DDIM steps | advection | matching | motion_spread | guidance | guidance_share | detail_lifetime | \
-detail | extrapolation_lifetime | blend_spread | CRPS | calibrated |
-|---|---|---|---|---|---|---|---|---|---|---|---|
+detail | extrapolation_lifetime | blend_spread | estimate_lifetime | CRPS | calibrated |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blend-spread", type=float, nargs="+", default=[0.0],
                         help="how much of the members' own spread that blend keeps, 0-1, to try "
                         "(0: 1 - w; model.sampler.blend_members)")
+    parser.add_argument("--estimate-lifetime", type=float, nargs="+", default=[0.0],
+                        help="minutes over which that blend's target goes from the last frame to the "
+                        "translator's first estimate (0: the last frame; model.sampler.blend_target) to try")
     parser.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps")
     parser.add_argument("--steps-tolerance", type=float, default=0.0,
                         help="relative CRPS within which the trial with the fewest denoiser passes "
@@ -333,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--guidance-share: {err}")
     if any(not 0 <= keep <= 1 for keep in args.blend_spread):
         parser.error(f"--blend-spread must be in [0, 1], got {args.blend_spread}")
+    if any(v < 0 for v in args.estimate_lifetime):
+        parser.error(f"--estimate-lifetime must be >= 0 minutes, got {args.estimate_lifetime}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -348,13 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
     for (steps, advection, matching, spread, guidance, share, lifetime, detail, blend,
-         keep) in itertools.product(
+         keep, towards) in itertools.product(
             args.steps, frames, args.matching, args.motion_spread, args.guidance, args.guidance_share,
-            args.detail_lifetime, args.detail, args.extrapolation_lifetime, args.blend_spread):
+            args.detail_lifetime, args.detail, args.extrapolation_lifetime, args.blend_spread,
+            args.estimate_lifetime):
         options = nowcaster.options(members=args.members, steps=steps, guidance=guidance,
                                     guidance_share=share, matching=matching, advection=advection,
                                     motion_spread=spread, detail_lifetime=lifetime,
-                                    detail=detail, extrapolation_lifetime=blend, blend_spread=keep)
+                                    detail=detail, extrapolation_lifetime=blend, blend_spread=keep,
+                                    estimate_lifetime=towards)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})

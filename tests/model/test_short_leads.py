@@ -192,3 +192,37 @@ def test_blend_spread_keeps_the_members_pixels_in_range(tiny_model, monkeypatch)
                                      blend_spread=1.0, **detail)
         assert result.members.min() >= 0 and result.members.max() <= 1, detail
         assert result.members[0, :, 0].std(dim=0).mean() > 0.1  # the departures are there
+
+
+# ------------------------------------------------------------ estimate_lifetime
+
+@torch.inference_mode()
+def test_estimate_lifetime_moves_the_blend_target_from_the_last_frame_to_the_first_estimate(tiny_model) -> None:
+    """Lead l of the blend goes to v * last frame + (1 - v) * first estimate, v = exp(-l / L):
+    the last frame at the first leads, more and more the translator's estimate later."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(2, tiny_model.config.t_in, 64, 64, generator=gen)
+    plain = tiny_model.forecast(x, members=3, steps=2, seed=[3, 4])
+    towards = tiny_model.forecast(x, members=3, steps=2, seed=[3, 4], extrapolation_lifetime=90.0,
+                                  estimate_lifetime=20.0)
+    w, v = (lead_weight(tiny_model.config.t_out, lifetime) for lifetime in (90.0, 20.0))
+    target = v * x[:, -1][:, None, None] + (1 - v) * plain.first_estimate[:, None]
+    expected = w * target + (1 - w) * plain.members
+    torch.testing.assert_close(towards.members, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(towards.first_estimate, plain.first_estimate, atol=0, rtol=0)
+    last = tiny_model.forecast(x, members=3, steps=2, seed=[3, 4], extrapolation_lifetime=90.0)
+    gap = (plain.first_estimate - x[:, -1][:, None]).abs().mean()
+    assert gap > 0.05  # the two targets differ, so the check is not vacuous
+    moved = (towards.members - last.members).abs().mean(dim=(0, 1, 3, 4))  # per lead
+    assert moved[0] < moved[-1] / 2, moved  # the estimate weighs more as the lead grows
+    with pytest.raises(ValueError, match="estimate_lifetime must be >= 0"):
+        tiny_model.forecast(x, members=2, steps=1, extrapolation_lifetime=90.0, estimate_lifetime=-1.0)
+
+
+def test_estimate_lifetime_range_and_default(tiny_config) -> None:
+    defaults = NowcastDefaults.from_manifest({"nowcast": {"estimate_lifetime": 120}}, tiny_config)
+    assert defaults.resolve().estimate_lifetime == 120.0
+    assert defaults.resolve(estimate_lifetime=0).estimate_lifetime == 0.0
+    assert NowcastDefaults.from_manifest({}, tiny_config).estimate_lifetime == 0.0  # older: the last frame
+    with pytest.raises(ValueError, match=r"estimate_lifetime must be in \[0, 10000\] minutes"):
+        defaults.resolve(estimate_lifetime=-5)

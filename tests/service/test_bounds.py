@@ -87,7 +87,8 @@ def raw_post(client, body: str):
                                           ("grid_spacing_km", "1e309"), ("grid_spacing_km", "Infinity"),
                                           ("guidance", "NaN"), ("motion_spread", "-Infinity"),
                                           ("detail_lifetime", "-1"), ("detail_lifetime", "1e9"),
-                                          ("extrapolation_lifetime", "-0.5"), ("blend_spread", "1.5")])
+                                          ("extrapolation_lifetime", "-0.5"), ("blend_spread", "1.5"),
+                                          ("estimate_lifetime", "-1"), ("estimate_lifetime", "1e9")])
 def test_huge_or_non_finite_numbers_are_refused(client, field, token):
     body = json.dumps(payload())[:-1] + f', "{field}": {token}}}'
     problem = assert_problem(raw_post(client, body), 422, field)

@@ -48,7 +48,8 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert main(["--name", "tiny", "--data", str(events), "--minutes", "5", "--vae-steps", "2",
                  "--steps", "2", "--full-steps", "2", "--batch-size", "4", "--threads", "1", "--members", "2",
                  "--ddim-steps", "1", "2", "--max-windows", "2", "--motion-spread", "0", "1",
-                 "--detail-lifetime", "120", "--blend-spread", "0.5", "--out", str(out)]) == 0
+                 "--detail-lifetime", "120", "--blend-spread", "0.5", "--estimate-lifetime", "60",
+                 "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["config"]["advection"] == "dense"
     assert manifest["training"]["config"]["size"] == 128  # the last stage, on served-size windows
@@ -58,7 +59,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert manifest["nowcast"]["motion_spread"] in (0.0, 1.0) and manifest["nowcast"]["advection"] == "dense"
     assert manifest["nowcast"]["detail_lifetime"] == 120.0  # the scorecard's choices reach the defaults
     assert manifest["nowcast"]["detail"] == "renew"  # the recipe's default, the shipped model's
-    assert manifest["nowcast"]["blend_spread"] == 0.5
+    assert manifest["nowcast"]["blend_spread"] == 0.5 and manifest["nowcast"]["estimate_lifetime"] == 60.0
     assert manifest["nowcast"]["guidance"] == 2.0  # the recipe's default, the shipped model's
     assert sorted({t["options"]["steps"] for t in manifest["scores"]["trials"]}) == [1, 2]
     assert manifest["nowcast"]["steps"] in (1, 2)

@@ -106,20 +106,22 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     out = tmp_path / "shipped"
     assert main(["--checkpoint", str(run), "--out", str(out), "--members", "2", "--steps", "2",
                  "--motion-spread", "0", "3", "--matching", "none", "--blend-spread", "0.5",
+                 "--estimate-lifetime", "45",
                  "--select", "crps"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     trials = manifest["scores"]["trials"]
     assert [t["options"]["motion_spread"] for t in trials] == [0.0, 3.0]
     assert [t["options"]["blend_spread"] for t in trials] == [0.5, 0.5]
+    assert [t["options"]["estimate_lifetime"] for t in trials] == [45.0, 45.0]
     best = min(trials, key=lambda t: t["scores"]["stldm_crps_all_leads"])
     assert manifest["nowcast"]["motion_spread"] == best["options"]["motion_spread"]
     assert manifest["nowcast"]["advection"] == "dense" and manifest["nowcast"]["matching"] == "none"
     defaults = Nowcaster.from_checkpoint(out).defaults  # every caller now gets these
     assert defaults.motion_spread == best["options"]["motion_spread"] and defaults.matching == "none"
-    assert defaults.blend_spread == 0.5
+    assert defaults.blend_spread == 0.5 and defaults.estimate_lifetime == 45.0
     card = (out / "MODEL_CARD.md").read_text()
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
-    assert "| blend_spread | CRPS | calibrated |" in card and "among the calibrated trials" not in card
+    assert "| blend_spread | estimate_lifetime | CRPS | calibrated |" in card and "among the calibrated trials" not in card
     by_lead = manifest["scores"]["validation"]["spread_skill_by_lead"]["aa @5 min"]
     assert by_lead["lead_minutes"] == [5, 10, 15, 20] and len(by_lead["spread_skill"]) == 4
     assert "## Spread/skill of the defaults by lead time" in card and "- aa @5 min: 5 min " in card
@@ -195,3 +197,12 @@ def test_a_blend_spread_outside_0_1_is_refused_before_any_window_is_scored(tmp_p
         main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
               "--blend-spread", "0", "1.5"])
     assert "--blend-spread must be in [0, 1], got [0.0, 1.5]" in capsys.readouterr().err
+
+
+def test_a_negative_estimate_lifetime_is_refused_before_any_window_is_scored(tmp_path, capsys):
+    from training.scorecard import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
+              "--estimate-lifetime", "0", "-30"])
+    assert "--estimate-lifetime must be >= 0 minutes, got [0.0, -30.0]" in capsys.readouterr().err
