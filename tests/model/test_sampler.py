@@ -67,7 +67,9 @@ def test_guided_loop_equals_a_manual_two_pass_loop(tiny_model, latents, guidance
     fused = sample_latents(tiny_model.denoiser, tiny_model.scheduler, cond, noise,
                            steps=STEPS, guidance=guidance)
     manual = two_pass_loop(tiny_model, cond, noise, steps=STEPS, guidance=guidance)
-    torch.testing.assert_close(fused, manual, rtol=0, atol=1e-5)
+    # float32 rounding of a batch of two against two batches of one: latents of magnitude ~5
+    # differ by ~1e-5 after the loop on some CPUs (measured 1.0014e-05 once), hence rtol too
+    torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-5)
 
 
 def test_guidance_zero_is_the_conditional_prediction_alone(tiny_model, latents):
