@@ -197,7 +197,7 @@ def test_blend_spread_keeps_the_members_pixels_in_range(tiny_model, monkeypatch)
 # ------------------------------------------------------------ estimate_lifetime
 
 @torch.inference_mode()
-def test_estimate_lifetime_moves_the_blend_target_from_the_last_frame_to_the_first_estimate(tiny_model) -> None:
+def test_estimate_lifetime_moves_the_blend_target_towards_the_first_estimate(tiny_model) -> None:
     """Lead l of the blend goes to v * last frame + (1 - v) * first estimate, v = exp(-l / L):
     the last frame at the first leads, more and more the translator's estimate later."""
     gen = torch.Generator().manual_seed(11)
