@@ -123,9 +123,9 @@ class NowcastOptions(BaseModel):
     )
     estimate_lifetime: float | None = Field(
         None, ge=0.0, le=MAX_LIFETIME, description="minutes over which that blend's target goes from the "
-        "last input frame to the model's first estimate (where the rain is taken from): lead l goes to "
-        "v * extrapolation + (1 - v) * first estimate with v = exp(-l / estimate_lifetime); 0: the "
-        "extrapolation at every lead",
+        "last input frame to the model's first estimate (where the rain is taken from): the target of "
+        "lead l is v * extrapolation + (1 - v) * first estimate with v = exp(-l / estimate_lifetime); "
+        "0: the extrapolation at every lead",
     )
     resample: bool = Field(
         False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
