@@ -15,7 +15,8 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
    so that the translator and the denoiser see the latent grid they are served on (README,
    training step 12); ``--full-size 0`` leaves it out;
 4. the scorecard (the rest): the defaults (motion perturbations, ``blend_spread``, DDIM steps and
-   the share of them that apply guidance: among the calibrated combinations, ``--select``, the fewest denoiser
+   the share of them that apply guidance: among the calibrated combinations, or the least
+   miscalibrated when none is, ``--select``, the fewest denoiser
    passes within ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the
    checkpoint written to ``--out`` with its model card.
 

@@ -14,7 +14,8 @@ times) is kept. With
 ``--steps-tolerance r``, the trial with the fewest denoiser passes (:func:`network_passes`)
 among those within ``(1 + r)`` times the lowest CRPS is kept instead (the sampler's time grows
 with the passes; skill hardly does). With ``--select calibrated`` (the default) the choice is made
-among the calibrated combinations only, those whose ensemble spread/skill lies within 0.9-1.1 in
+among the calibrated combinations only (when none is, among those with the fewest spread/skill
+values outside the band), those whose ensemble spread/skill lies within 0.9-1.1 in
 every group (one network at one step the checkpoint serves, as ``nowcast evaluate`` groups them:
 MRMS at 2 and at 6 minutes) at 30 and 60 minutes (the skill issue's target; all of them when
 none is): a sharp
@@ -87,14 +88,24 @@ def network_passes(options: dict) -> int:
 CALIBRATED = (0.9, 1.1)  # spread/skill band of a calibrated ensemble (the skill issue's target)
 
 
+def _spread_skill(trial: dict) -> list[float]:
+    """The trial's ensemble spread/skill in every group at 30 and 60 minutes (the leads it has)."""
+    ratios = [methods.get("stldm", {}).get(f"spread_skill_{minutes}")
+              for methods in trial["scores"]["groups"].values() for minutes in (30, 60)]
+    return [r for r in ratios if r is not None]
+
+
+def miscalibrated(trial: dict, band: tuple[float, float] = CALIBRATED) -> int:
+    """How many of the trial's spread/skill values (every group at 30 and 60 minutes) lie outside
+    ``band``."""
+    low, high = band
+    return sum(not low <= r <= high for r in _spread_skill(trial))
+
+
 def calibrated(trial: dict, band: tuple[float, float] = CALIBRATED) -> bool:
     """Whether the trial's ensemble spread is its error's, within ``band``, in every group at 30
     and 60 minutes (the leads the groups have)."""
-    low, high = band
-    ratios = [methods.get("stldm", {}).get(f"spread_skill_{minutes}")
-              for methods in trial["scores"]["groups"].values() for minutes in (30, 60)]
-    ratios = [r for r in ratios if r is not None]
-    return bool(ratios) and all(low <= r <= high for r in ratios)
+    return bool(_spread_skill(trial)) and miscalibrated(trial, band) == 0
 
 
 def choose(trials: list[dict], steps_tolerance: float = 0.0, *, select: str = "crps") -> dict:
@@ -102,15 +113,19 @@ def choose(trials: list[dict], steps_tolerance: float = 0.0, *, select: str = "c
     fewest denoiser passes (:func:`network_passes`: DDIM steps and guided steps) among those
     within ``(1 + r)`` times that CRPS (ties: the lower CRPS).
 
-    ``select="calibrated"`` chooses so among the :func:`calibrated` trials only (sharpness subject
-    to calibration, Gneiting, Balabdaoui and Raftery 2007), and among all of them when none is.
+    ``select="calibrated"`` chooses so among the trials with the fewest spread/skill values outside
+    the calibrated band (:func:`miscalibrated`): the :func:`calibrated` ones when there are any
+    (sharpness subject to calibration, Gneiting, Balabdaoui and Raftery 2007), else the least
+    miscalibrated, so that one group no trial calibrates does not let a trial that over-spreads
+    the others win on its CRPS.
     """
     if steps_tolerance < 0:
         raise ValueError(f"steps_tolerance must be >= 0, got {steps_tolerance}")
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     if select == "calibrated":
-        trials = [t for t in trials if calibrated(t)] or trials
+        fewest = min(miscalibrated(t) for t in trials)
+        trials = [t for t in trials if miscalibrated(t) == fewest]
     best = min(t["scores"]["stldm_crps_all_leads"] for t in trials)
     close = [t for t in trials if t["scores"]["stldm_crps_all_leads"] <= best * (1 + steps_tolerance)]
     return min(close, key=lambda t: (network_passes(t["options"]), t["scores"]["stldm_crps_all_leads"]))
@@ -234,7 +249,8 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
             "each guided step),")
     if select == "calibrated":
         rule = (f"among the calibrated trials (spread/skill within {CALIBRATED[0]}-{CALIBRATED[1]} in every "
-                f"group at 30 and 60 minutes; all of them when none is), {rule}")
+                "group at 30 and 60 minutes; when none is, the trials with the fewest values outside that "
+                f"band), {rule}")
     return f"""# Default model: {manifest['model_version']}
 
 STLDM, preset `{manifest['preset']}` ({manifest['parameters']:,} parameters), {cfg['t_in']} -> \
@@ -319,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select", choices=SELECTIONS, default="calibrated",
                         help="crps: the lowest mean fair CRPS; calibrated: the same among the trials "
                         f"whose spread/skill is within {CALIBRATED[0]}-{CALIBRATED[1]} in every group at "
-                        "30 and 60 minutes (all trials when none is)")
+                        "30 and 60 minutes (when none is, the trials with the fewest values outside it)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="score about this many windows, evenly spaced over the split")
     parser.add_argument("--methods", type=parse_methods, default=CARD_METHODS,

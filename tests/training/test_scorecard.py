@@ -168,7 +168,7 @@ def calibration_trial(spread, crps, ratios):
 
 
 def test_the_calibrated_rule_keeps_the_lowest_crps_among_ensembles_whose_spread_matches_their_error():
-    from training.scorecard import calibrated, choose
+    from training.scorecard import calibrated, choose, miscalibrated
 
     wide = calibration_trial(2.0, 0.1805, {"knmi": (1.05, 1.13), "mrms": (1.15, None)})
     fit = calibration_trial(1.5, 0.1812, {"knmi": (0.97, 1.09), "mrms": (1.10, None)})
@@ -177,7 +177,16 @@ def test_the_calibrated_rule_keeps_the_lowest_crps_among_ensembles_whose_spread_
     assert choose([wide, fit, narrow])["options"]["motion_spread"] == 2.0  # crps: the lowest CRPS
     assert choose([wide, fit, narrow], select="calibrated")["options"]["motion_spread"] == 1.5
     under = calibration_trial(1.0, 0.1830, {"knmi": (0.89, 0.95), "mrms": (0.93, None)})
-    assert choose([wide, under], select="calibrated") is wide  # none calibrated: the lowest CRPS
+    assert (miscalibrated(wide), miscalibrated(under), miscalibrated(fit)) == (2, 1, 0)
+    # none calibrated: the least miscalibrated wins, not the lowest CRPS of an over-spread trial
+    assert choose([wide, under], select="calibrated") is under
+    # one group no trial calibrates (MRMS at 6 minutes, training step 15): the rest still decide
+    six = {"mrms6": (1.19, None)}
+    wide6 = calibration_trial(2.0, 0.1805, {"knmi": (1.05, 1.13), "mrms": (1.15, None), **six})
+    fit6 = calibration_trial(1.5, 0.1812, {"knmi": (0.97, 1.09), "mrms": (1.10, None), **six})
+    narrow6 = calibration_trial(1.0, 0.1830, {"knmi": (0.91, 0.95), "mrms": (0.93, None), **six})
+    assert not any(calibrated(t) for t in (wide6, fit6, narrow6))
+    assert choose([wide6, fit6, narrow6], select="calibrated") is fit6
     with pytest.raises(ValueError, match="select must be one of"):
         choose([wide], select="sharpest")
 
