@@ -387,7 +387,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         last = last.float().reshape(b, *x.shape[-2:])
         residual = x[:, -1].to(out) - last
     if detail_lifetime > 0 and detail == "renew":  # member by member, decorrelating with lead time
-        if extrapolation_lifetime > 0:  # towards the last frame without its detail: the process carries it
+        if extrapolation_lifetime > 0:  # towards the last frame without its detail (the process carries it),
+            # or its mix with the first estimate (blend_target)
             target = blend_target(last, first, leads, estimate_lifetime)
             out = blend_members(out, target, fading(leads, extrapolation_lifetime), blend_spread)
         generators = [member_generator(s, k, "detail") for s in seeds for k in range(members)]
