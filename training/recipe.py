@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> Path:
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
             "--blend-spread", *[str(v) for v in args.blend_spread],
             "--estimate-lifetime", *[str(v) for v in args.estimate_lifetime],
-            "--select", args.select, "--threads", str(args.threads)]
+            "--select", args.select, "--threads", str(args.threads), "--seeds", str(args.scorecard_seeds)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
     log.info("scorecard: python -m training.scorecard %s", " ".join(card))
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "last frame; 180 the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
+    parser.add_argument("--scorecard-seeds", type=int, default=1,
+                        help="scorecard: seeds per validation window, pooled (training.scorecard --seeds)")
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),
                         help="motion fields of the windows (computed where missing: needs pysteps)")
     parser.add_argument("--no-scorecard", action="store_true",

@@ -49,7 +49,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
                  "--steps", "2", "--full-steps", "2", "--batch-size", "4", "--threads", "1", "--members", "2",
                  "--ddim-steps", "1", "2", "--max-windows", "2", "--motion-spread", "0", "1",
                  "--detail-lifetime", "120", "--blend-spread", "0.5", "--estimate-lifetime", "60",
-                 "--out", str(out)]) == 0
+                 "--scorecard-seeds", "2", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["config"]["advection"] == "dense"
     assert manifest["training"]["config"]["size"] == 128  # the last stage, on served-size windows
@@ -62,6 +62,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert manifest["nowcast"]["blend_spread"] == 0.5 and manifest["nowcast"]["estimate_lifetime"] == 60.0
     assert manifest["nowcast"]["guidance"] == 2.0  # the recipe's default, the shipped model's
     assert sorted({t["options"]["steps"] for t in manifest["scores"]["trials"]}) == [1, 2]
+    assert manifest["scores"]["validation"]["seeds"] == 2 and "--seeds 2" in manifest["scores"]["command"]
     assert manifest["nowcast"]["steps"] in (1, 2)
     assert (out / "MODEL_CARD.md").is_file() and (out / "train_log.jsonl").is_file()
     assert (out / "model.safetensors").stat().st_size < 16 * 2**20  # what a GPU run can bring back

@@ -82,15 +82,11 @@ def test_init_summary_skips_an_init_folder_overwritten_by_the_model_itself(tmp_p
     assert summary["init_training"]["model_version"] == "first"
 
 
-def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults(tmp_path, tiny_model):
-    pytest.importorskip("pysteps")
-    import json
-
+def _trained_run(tmp_path, tiny_model):
+    """A checkpoint of the tiny model whose manifest splits one synthetic event into windows."""
     from model.checkpoint import save_checkpoint
-    from model.nowcast import Nowcaster
     from radar.split import SplitRule
     from tests.verification.test_evaluate import write_event
-    from training.scorecard import main
 
     files = [write_event(tmp_path / "aa_event.nc", frames=30, step=5)]
     rule = SplitRule(val_fraction=0.5, test_minutes=0, block_minutes=40, test_region="", val_region="")
@@ -102,11 +98,21 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
                 "step": 10, "wall_seconds": 6.0, "hardware": {"device": "cpu"},
                 "data": {"files": [str(f) for f in files], "steps": [2, 5, 6], "split": rule.to_dict(),
                          "windows_per_file": {"train": {"aa_event.nc": 3}}}}
-    run = save_checkpoint(tiny_model, tmp_path / "run", extra={"training": training})
+    return save_checkpoint(tiny_model, tmp_path / "run", extra={"training": training})
+
+
+def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults(tmp_path, tiny_model):
+    pytest.importorskip("pysteps")
+    import json
+
+    from model.nowcast import Nowcaster
+    from training.scorecard import main
+
+    run = _trained_run(tmp_path, tiny_model)
     out = tmp_path / "shipped"
     assert main(["--checkpoint", str(run), "--out", str(out), "--members", "2", "--steps", "2",
                  "--motion-spread", "0", "3", "--matching", "none", "--blend-spread", "0.5",
-                 "--estimate-lifetime", "45",
+                 "--estimate-lifetime", "45", "--seeds", "2",
                  "--select", "crps"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     trials = manifest["scores"]["trials"]
@@ -123,9 +129,38 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
     assert "| blend_spread | estimate_lifetime | CRPS | calibrated |" in card
     assert "among the calibrated trials" not in card
+    assert manifest["scores"]["validation"]["seeds"] == 2 and "each with 2 seeds, pooled" in card
     by_lead = manifest["scores"]["validation"]["spread_skill_by_lead"]["aa @5 min"]
     assert by_lead["lead_minutes"] == [5, 10, 15, 20] and len(by_lead["spread_skill"]) == 4
     assert "## Spread/skill of the defaults by lead time" in card and "- aa @5 min: 5 min " in card
+
+
+def test_seeds_pool_every_window_drawn_again_with_seeds_no_other_window_uses(tmp_path, tiny_model):
+    pytest.importorskip("pysteps")
+    from model.checkpoint import read_manifest
+    from model.nowcast import Nowcaster
+    from training.scorecard import validation_scores
+    from verification.evaluate import checkpoint_windows, score_windows
+    from verification.metrics import threshold_to_mmh
+
+    run = _trained_run(tmp_path, tiny_model)
+    nowcaster = Nowcaster.from_checkpoint(run)
+    windows = checkpoint_windows(read_manifest(run), nowcaster, "val")
+    assert len(windows) >= 2
+    options = nowcaster.options(members=2, steps=2, matching="none")
+    methods = ("stldm", "persistence")
+    one = validation_scores(nowcaster, windows, options, methods=methods)
+    two = validation_scores(nowcaster, windows, options, methods=methods, seeds=2)
+    assert two["windows"] == one["windows"] == {"aa @5 min": len(windows)} and two["seeds"] == 2
+    thresholds = [threshold_to_mmh(v, "mm/h", nowcaster.config.transform) for v in (1.0, 5.0)]
+    again, _ = score_windows(nowcaster, windows, options, methods=("stldm",), thresholds=thresholds,
+                             seed=len(windows))  # the second pass: seeds n .. 2n - 1
+    other = again["aa @5 min"]["scores"]["stldm"].to_dict()["crps_all_leads"]
+    assert other != pytest.approx(one["stldm_crps_all_leads"], rel=1e-6)  # other members were drawn
+    assert two["stldm_crps_all_leads"] == pytest.approx((one["stldm_crps_all_leads"] + other) / 2, rel=1e-5)
+    assert two["groups"]["aa @5 min"]["persistence"] == one["groups"]["aa @5 min"]["persistence"]
+    with pytest.raises(ValueError, match="seeds must be >= 1, got 0"):
+        validation_scores(nowcaster, windows, options, methods=methods, seeds=0)
 
 
 def trial(steps, crps, guidance=1.0, share=1.0):
@@ -207,6 +242,14 @@ def test_a_blend_spread_outside_0_1_is_refused_before_any_window_is_scored(tmp_p
         main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
               "--blend-spread", "0", "1.5"])
     assert "--blend-spread must be in [0, 1], got [0.0, 1.5]" in capsys.readouterr().err
+
+
+def test_fewer_than_one_seed_is_refused_before_any_window_is_scored(tmp_path, capsys):
+    from training.scorecard import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--seeds", "0"])
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_a_negative_estimate_lifetime_is_refused_before_any_window_is_scored(tmp_path, capsys):
