@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from model.options import DETAILS  # noqa: F401  (re-exported: the choices live with the options)
+from model.pairs import mirrored
 
 ENVELOPE_CELLS = 9  # side of the box over which the detail's local amplitude is measured
 
@@ -72,7 +73,7 @@ def shaped_noise(spectrum: torch.Tensor, amplitude: torch.Tensor, white: torch.T
 
 
 def renewed_detail(detail: torch.Tensor, generators: Sequence[torch.Generator], *, leads: int,
-                   step_minutes: float, lifetime: float) -> torch.Tensor:
+                   step_minutes: float, lifetime: float, antithetic: bool = False) -> torch.Tensor:
     """Every member's detail at every lead: the AR(1) process of the module docstring.
 
     Parameters
@@ -83,6 +84,8 @@ def renewed_detail(detail: torch.Tensor, generators: Sequence[torch.Generator], 
     leads : number of lead times T.
     step_minutes : minutes between leads.
     lifetime : minutes, > 0; the e-folding time of the correlation with the observed detail.
+    antithetic : member ``2j + 1`` takes the negated innovations of member ``2j``
+        (:mod:`model.pairs`); its own generator is left unused.
 
     Returns
     -------
@@ -101,7 +104,10 @@ def renewed_detail(detail: torch.Tensor, generators: Sequence[torch.Generator], 
     previous = detail[:, None].expand(b, members, height, width)
     for lead in range(leads):  # members stay batched; one draw per member and lead keeps memory flat
         white = torch.stack([torch.randn((height, width), generator=g) for g in generators])
-        white = white.to(detail.device).reshape(b, members, height, width)
+        white = white.reshape(b, members, height, width)
+        if antithetic:
+            white = mirrored(white)
+        white = white.to(detail.device)
         innovation = shaped_noise(spectrum, amplitude, white)
         previous = phi * previous + math.sqrt(1 - phi**2) * innovation
         out[:, :, lead] = previous

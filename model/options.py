@@ -31,13 +31,22 @@ def _thresholds(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(t) for t in values)
 
 
+def flag(value: Any) -> bool:
+    """A yes/no option: a bool, 0 or 1, or the words true/false (a form field's text)."""
+    if isinstance(value, bool | int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
 # The options a request may set, each with the type it is read as; the names are the same in
 # the API's schemas, the queue's job, the result's metadata and the model's arguments.
 # ``steps`` is the service's setting (NOWCAST_MODEL__STEPS), not a request's.
 REQUEST_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "members": int, "guidance": float, "guidance_share": float, "matching": str, "advection": str,
     "motion_spread": float, "detail_lifetime": float, "detail": str, "extrapolation_lifetime": float,
-    "blend_spread": float, "estimate_lifetime": float, "thresholds": _thresholds,
+    "blend_spread": float, "estimate_lifetime": float, "antithetic": flag, "thresholds": _thresholds,
 }
 OPTIONS: dict[str, Callable[[Any], Any]] = {"steps": int, **REQUEST_OPTIONS}
 
@@ -62,6 +71,7 @@ class NowcastOptions:
     (0: the share ``1 - w`` the blend gives the members; :func:`model.sampler.blend_members`);
     ``estimate_lifetime`` the minutes over which that blend's target goes from the last frame to
     the translator's first estimate (0: the last frame at every lead; :func:`model.sampler.blend_target`);
+    ``antithetic`` whether the members come in mirrored pairs (:mod:`model.pairs`);
     ``thresholds`` of the exceedance probabilities in mm/h.
     """
 
@@ -79,6 +89,7 @@ class NowcastOptions:
     detail: str = "fade"
     blend_spread: float = 0.0
     estimate_lifetime: float = 0.0
+    antithetic: bool = False
 
     def group_key(self) -> tuple:
         """Jobs whose options share this key can be sampled in one call (seeds may differ)."""
@@ -113,6 +124,7 @@ class NowcastDefaults:
     detail: str = "fade"
     blend_spread: float = 0.0
     estimate_lifetime: float = 0.0
+    antithetic: bool = False
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], config) -> NowcastDefaults:

@@ -29,6 +29,7 @@ from model.lagrangian import (
     to_lagrangian,
 )
 from model.matching import MATCHINGS, match_cdf
+from model.pairs import mirrored
 from model.scheduler import DDIMScheduler
 from model.vae import VAE, reparameterise
 
@@ -246,7 +247,7 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
              motion: torch.Tensor | None = None, motion_spread: float = 0.0,
              cell_km: float | None = None, detail_lifetime: float = 0.0, detail: str = "fade",
              extrapolation_lifetime: float = 0.0, blend_spread: float = 0.0,
-             estimate_lifetime: float = 0.0) -> Forecast:
+             estimate_lifetime: float = 0.0, antithetic: bool = False) -> Forecast:
     """Sample an ensemble nowcast.
 
     Parameters
@@ -302,6 +303,9 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         will be is taken more and more from the model's estimate than from the last frame as the
         lead grows (cdf matching then restores the amounts, which the smooth estimate loses);
         0: the last frame at every lead.
+    antithetic : members in mirrored pairs (:mod:`model.pairs`): member ``2j + 1`` starts from
+        the negated noise of member ``2j``, with its opposite motion perturbation and negated
+        detail innovations; False: every member draws its own.
     step_minutes : minutes between the input frames (and the lead times), one of
         ``model.config.step_minutes`` for a model with a step embedding; None for a model
         without one.
@@ -371,7 +375,10 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
             eps = member_noise(mu.shape[1:], seeds, 1, "estimate")[:, 0]
             estimate = reparameterise(mu, mu_logvar, eps.to(device))
         first = decode_frames(model.vae, estimate.flatten(0, 1)).reshape(b, config.t_out, *x.shape[-2:])
-        noise = member_noise(mu.shape[1:], seeds, members).to(device)  # (B, K, T, C, h, w)
+        noise = member_noise(mu.shape[1:], seeds, members)  # (B, K, T, C, h, w)
+        if antithetic:
+            noise = mirrored(noise)
+        noise = noise.to(device)
         cond = mu[:, None].expand(-1, members, *mu.shape[1:]).flatten(0, 1)
         extra = model.extra_condition(frames.reshape(b, config.t_in, *x.shape[-2:]), z)
         if extra is not None:  # (B, E, h, w) -> (B*K, E, h, w)
@@ -393,7 +400,8 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
             out = blend_members(out, target, fading(leads, extrapolation_lifetime), blend_spread)
         generators = [member_generator(s, k, "detail") for s in seeds for k in range(members)]
         renewed = renewed_detail(residual, generators, leads=config.t_out,
-                                 step_minutes=float(step_minutes or 5), lifetime=detail_lifetime)
+                                 step_minutes=float(step_minutes or 5), lifetime=detail_lifetime,
+                                 antithetic=antithetic)
         out = out.add_(renewed).clamp_(0, 1)
     else:
         if detail_lifetime > 0:  # the same in every member, fading with lead time
@@ -411,7 +419,10 @@ def forecast(model: SamplerModel, x: torch.Tensor, *, members: int = 10, steps: 
         motion = motion.to(out.device)
         draws = None
         if motion_spread > 0:  # two Laplace draws per member from its own generator
-            draws = laplace_from_uniform(member_uniform((2,), seeds, members, "motion")).to(out.device)
+            uniform = member_uniform((2,), seeds, members, "motion")
+            if antithetic:
+                uniform = mirrored(uniform, centre=0.5)
+            draws = laplace_from_uniform(uniform).to(out.device)
         moves = member_displacements(motion, config.t_out, eps=draws, step_minutes=step_minutes,
                                      cell_km=cell_km, spread=motion_spread)
         out = from_lagrangian(out, moves.expand(b, members, *moves.shape[2:]))

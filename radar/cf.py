@@ -146,7 +146,8 @@ def nowcast_dataset(nowcast: EnsembleNowcast | Any, *, institution: str = "", hi
             f"{opts.advection}, motion spread {opts.motion_spread:g}, detail lifetime "
             f"{opts.detail_lifetime:g} min ({opts.detail}), extrapolation lifetime "
             f"{opts.extrapolation_lifetime:g} min, blend spread {opts.blend_spread:g}, estimate lifetime "
-            f"{opts.estimate_lifetime:g} min")
+            f"{opts.estimate_lifetime:g} min, "
+            f"{'antithetic member pairs' if opts.antithetic else 'independent members'}")
     global_attrs = {
         "Conventions": "CF-1.8", "title": TITLE, "institution": institution or "unknown",
         "source": f"STLDM {nowcast.model_version}", "history": f"{history}\n{line}".strip(),

@@ -42,6 +42,7 @@ class JobRequest(BaseModel):
     extrapolation_lifetime: float | None = None
     blend_spread: float | None = None
     estimate_lifetime: float | None = None
+    antithetic: bool | None = None
     grid_spacing_km: float | None = Field(None, description="cell size in km (the grid's, after resampling)")
     crs: str | None = Field(None, description="CRS of y and x (EPSG code, proj4 or WKT)")
     y: list[float] | None = Field(None, description="(H,) cell centres, row 0 first, in the CRS's units")
@@ -72,6 +73,7 @@ class ResultMeta(BaseModel):
     detail: str = "fade"
     blend_spread: float = 0.0
     estimate_lifetime: float = 0.0
+    antithetic: bool = False
     steps: int
     batch_jobs: int
     worker: str

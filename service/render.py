@@ -149,7 +149,7 @@ def stored_nowcast(result: dict[str, Any]) -> StoredNowcast:
     stored = {"members": np.asarray(result["members"]).shape[0], "steps": 0, "guidance": 0.0,
               "guidance_share": 1.0, "motion_spread": 0.0, "detail_lifetime": 0.0,
               "detail": "fade", "extrapolation_lifetime": 0.0, "blend_spread": 0.0,
-              "estimate_lifetime": 0.0}
+              "estimate_lifetime": 0.0, "antithetic": False}
     options = NowcastOptions(seed=int(meta.get("seed") or 0), thresholds=thresholds, **{
         name: read(meta.get(name) if meta.get(name) is not None else stored.get(name))
         for name, read in OPTIONS.items() if name != "thresholds"})

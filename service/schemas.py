@@ -127,6 +127,12 @@ class NowcastOptions(BaseModel):
         "lead l is v * extrapolation + (1 - v) * first estimate with v = exp(-l / estimate_lifetime); "
         "0: the extrapolation at every lead",
     )
+    antithetic: bool | None = Field(
+        None, description="members in mirrored pairs: member 2j+1 starts from the negated noise of member "
+        "2j, with its opposite motion perturbation and negated detail innovations, so each pair is "
+        "centred on the unperturbed forecast; false: every member draws its own (an odd last member "
+        "always does)",
+    )
     resample: bool = Field(
         False, description="area-mean blocks of cells to come near the model's cell size (GET /v1/model, "
         "cell_km) when the grid is finer; without it a grid far from that size is refused (422). The "
@@ -279,6 +285,7 @@ class ResultMetadata(BaseModel):
     extrapolation_lifetime: float | None = None
     blend_spread: float | None = None
     estimate_lifetime: float | None = None
+    antithetic: bool | None = None
     steps: int | None = Field(None, description="DDIM steps")
     batch_jobs: int | None = Field(None, description="jobs sampled together in the worker's forecast call")
     timings: dict[str, float] = Field(default_factory=dict)

@@ -37,7 +37,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from model.options import DETAILS
+from model.options import DETAILS, flag
 from training.scorecard import SELECTIONS
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> Path:
             "--extrapolation-lifetime", *[str(v) for v in args.extrapolation_lifetime],
             "--blend-spread", *[str(v) for v in args.blend_spread],
             "--estimate-lifetime", *[str(v) for v in args.estimate_lifetime],
+            "--antithetic", *[str(v).lower() for v in args.antithetic],
             "--select", args.select, "--threads", str(args.threads), "--seeds", str(args.scorecard_seeds)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="minutes over which that blend's target goes from the last frame to the "
                         "first estimate, that the scorecard tries (model.sampler.blend_target; 0: the "
                         "last frame; 180 the shipped model's)")
+    parser.add_argument("--antithetic", type=flag, nargs="+", default=[True],
+                        help="true: members in mirrored pairs, false: each its own draws, to try in the "
+                        "scorecard (model.pairs; true the shipped model's)")
     parser.add_argument("--max-windows", type=int, default=None,
                         help="scorecard: about this many windows, evenly spaced")
     parser.add_argument("--scorecard-seeds", type=int, default=1,

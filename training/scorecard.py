@@ -8,7 +8,8 @@ scores as ``nowcast evaluate`` (``verification.evaluate.score_windows``).
 
 Defaults are chosen here, on validation windows, never on the held-out ones: each of
 ``--advection``, ``--matching``, ``--motion-spread``, ``--guidance``, ``--guidance-share``, the
-three lifetimes, ``--detail``, ``--blend-spread`` and ``--steps`` takes one or more values; every
+three lifetimes, ``--detail``, ``--blend-spread``, ``--antithetic`` and ``--steps`` takes one or more
+values; every
 combination is scored and the one with the lowest fair CRPS (mean over the groups and lead
 times) is kept. With
 ``--steps-tolerance r``, the trial with the fewest denoiser passes (:func:`network_passes`)
@@ -42,7 +43,7 @@ import torch
 
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, DETAILS, MATCHINGS, PRECISIONS, NowcastOptions
+from model.options import ADVECTIONS, DETAILS, MATCHINGS, PRECISIONS, NowcastOptions, flag
 from model.sampler import guided_steps
 from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
@@ -252,6 +253,7 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
         f"{t['options'].get('detail_lifetime', 0.0)} | {t['options'].get('detail', 'fade')} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | {t['options'].get('blend_spread', 0.0)} | "
         f"{t['options'].get('estimate_lifetime', 0.0)} | "
+        f"{'yes' if t['options'].get('antithetic') else 'no'} | "
         f"{t['scores']['stldm_crps_all_leads']:.4f} | {'yes' if calibrated(t) else 'no'} |" for t in trials)
     rule = ("the lowest mean fair CRPS (mm/h, all groups and leads)" if not steps_tolerance else
             f"of the trials within {steps_tolerance:.1%} of the lowest mean fair CRPS (mm/h, all groups "
@@ -289,8 +291,8 @@ Every combination below was scored on the validation windows ({json.dumps(chosen
 `nowcast`): {json.dumps(chosen['options'])}.
 
 | DDIM steps | advection | matching | motion_spread | guidance | guidance_share | detail_lifetime | \
-detail | extrapolation_lifetime | blend_spread | estimate_lifetime | CRPS | calibrated |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|
+detail | extrapolation_lifetime | blend_spread | estimate_lifetime | antithetic | CRPS | calibrated |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {trial_rows}
 
 ## Validation scores with the defaults
@@ -339,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--estimate-lifetime", type=float, nargs="+", default=[0.0],
                         help="minutes over which that blend's target goes from the last frame to the "
                         "translator's first estimate (0: the last frame; model.sampler.blend_target) to try")
+    parser.add_argument("--antithetic", type=flag, nargs="+", default=[False],
+                        help="true: members in mirrored pairs (model.pairs); false: each its own draws; "
+                        "to try")
     parser.add_argument("--steps", type=int, nargs="+", default=[20], help="DDIM steps")
     parser.add_argument("--steps-tolerance", type=float, default=0.0,
                         help="relative CRPS within which the trial with the fewest denoiser passes "
@@ -387,15 +392,15 @@ def main(argv: list[str] | None = None) -> int:
     trials = []
     frames = args.advection or [nowcaster.defaults.advection]
     for (steps, advection, matching, spread, guidance, share, lifetime, detail, blend,
-         keep, towards) in itertools.product(
+         keep, towards, paired) in itertools.product(
             args.steps, frames, args.matching, args.motion_spread, args.guidance, args.guidance_share,
             args.detail_lifetime, args.detail, args.extrapolation_lifetime, args.blend_spread,
-            args.estimate_lifetime):
+            args.estimate_lifetime, args.antithetic):
         options = nowcaster.options(members=args.members, steps=steps, guidance=guidance,
                                     guidance_share=share, matching=matching, advection=advection,
                                     motion_spread=spread, detail_lifetime=lifetime,
                                     detail=detail, extrapolation_lifetime=blend, blend_spread=keep,
-                                    estimate_lifetime=towards)
+                                    estimate_lifetime=towards, antithetic=paired)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods, seeds=args.seeds)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
         trials.append({"options": dataclasses.asdict(options), "scores": scores})

@@ -6,8 +6,8 @@ cells, in mm/h:
 - ``stldm``: the STLDM ensemble exactly as the service delivers it (``model.nowcast.Nowcaster``
   with the checkpoint's defaults, seed ``seed + window``; ``--matching``, ``--advection``,
   ``--motion-spread``, ``--detail-lifetime``, ``--detail``, ``--extrapolation-lifetime``,
-  ``--blend-spread``, ``--estimate-lifetime``, ``--steps``, ``--guidance`` and ``--guidance-share``
-  override a default);
+  ``--blend-spread``, ``--estimate-lifetime``, ``--antithetic`` / ``--no-antithetic``, ``--steps``,
+  ``--guidance`` and ``--guidance-share`` override a default);
 - ``stldm_first_estimate``: the translator's decoded first estimate of the same call;
 - ``persistence``: the last input frame;
 - ``extrapolation``: pysteps Lucas-Kanade motion + semi-Lagrangian advection;
@@ -46,6 +46,7 @@ Scoring
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import statistics
@@ -92,6 +93,7 @@ class EvaluateOptions:
     extrapolation_lifetime: float | None = None
     blend_spread: float | None = None
     estimate_lifetime: float | None = None
+    antithetic: bool | None = None
     guidance: float | None = None
     guidance_share: float | None = None
     steps: int | None = None
@@ -425,6 +427,9 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--estimate-lifetime", type=float, default=None,
                    help="minutes over which that blend's target goes from the last frame to the model's "
                    "first estimate, 0: the last frame (default: the checkpoint's)")
+    p.add_argument("--antithetic", action=argparse.BooleanOptionalAction, default=None,
+                   help="members in mirrored pairs, or (--no-antithetic) each with its own draws "
+                   "(default: the checkpoint's)")
     p.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
     p.add_argument("--guidance-share", type=float, default=None,
                    help="share of the DDIM steps, the noisiest first, that apply guidance (default: the "
@@ -455,7 +460,7 @@ def cmd_evaluate(args) -> int:
         paper_thresholds=args.paper_thresholds, matching=args.matching, advection=args.advection,
         motion_spread=args.motion_spread, detail_lifetime=args.detail_lifetime, detail=args.detail,
         extrapolation_lifetime=args.extrapolation_lifetime, blend_spread=args.blend_spread,
-        estimate_lifetime=args.estimate_lifetime, guidance=args.guidance,
+        estimate_lifetime=args.estimate_lifetime, antithetic=args.antithetic, guidance=args.guidance,
         guidance_share=args.guidance_share, steps=args.steps,
         allow_training_data=args.allow_training_data, lpips_weights=args.lpips_weights,
         fvd_weights=args.fvd_weights, plots=not args.no_plots, threads=args.threads, methods=args.methods,

@@ -145,7 +145,7 @@ class FakeModel:
                  motion: torch.Tensor | None = None, motion_spread: float = 0.0,
                  cell_km: float | None = None, detail_lifetime: float = 0.0, detail: str = "fade",
                  extrapolation_lifetime: float = 0.0, blend_spread: float = 0.0,
-                 estimate_lifetime: float = 0.0):
+                 estimate_lifetime: float = 0.0, antithetic: bool = False):
         self.calls.append((x.shape[0], members, list(seed), matching, advection, guidance_share, detail))
         if any(s in self.fail_seeds for s in seed):
             raise RuntimeError(f"boom (seed in {self.fail_seeds})")

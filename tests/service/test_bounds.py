@@ -95,6 +95,13 @@ def test_huge_or_non_finite_numbers_are_refused(client, field, token):
     assert problem["errors"][0]["loc"][:2] == ["body", field]
 
 
+@pytest.mark.parametrize("token", ['"maybe"', "2", "[true]"])
+def test_antithetic_is_true_or_false(client, token):
+    body = json.dumps(payload())[:-1] + f', "antithetic": {token}}}'
+    problem = assert_problem(raw_post(client, body), 422, "antithetic")
+    assert problem["errors"][0]["loc"][:2] == ["body", "antithetic"]
+
+
 def test_nan_tokens_in_nested_frames_are_refused_null_is_no_data(client):
     values = frames().astype(object)
     values[np.isnan(frames())] = None

@@ -191,7 +191,8 @@ def test_the_real_checkpoint_serves_a_job_end_to_end(settings, submit_job, call_
     pixels = (rng.random((t_in, 100, 130)) * 0.6).astype(np.float32)
     pixels[:, :8, :8] = np.nan
     job_id, _ = submit_job(pixels, members=2, seed=3, thresholds=[0.1, 1.0, 5.0], detail_lifetime=30.0,
-                           extrapolation_lifetime=8.0, blend_spread=0.5, estimate_lifetime=30.0)
+                           extrapolation_lifetime=8.0, blend_spread=0.5, estimate_lifetime=30.0,
+                           antithetic=False)
     worker = Worker(settings, nowcaster=Nowcaster.from_checkpoint(CHECKPOINT))  # steps=2 from the settings
     assert worker.step(block_ms=100) == 1
     job = status_of(call_async, settings.queue, job_id)
@@ -212,6 +213,7 @@ def test_the_real_checkpoint_serves_a_job_end_to_end(settings, submit_job, call_
     assert result["meta"]["extrapolation_lifetime"] == 8.0
     assert result["meta"]["blend_spread"] == 0.5
     assert result["meta"]["estimate_lifetime"] == 30.0
+    assert result["meta"]["antithetic"] is False  # the checkpoint's default is True
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

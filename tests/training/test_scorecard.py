@@ -127,7 +127,7 @@ def test_the_scorecard_keeps_the_lowest_crps_options_as_the_checkpoints_defaults
     assert defaults.blend_spread == 0.5 and defaults.estimate_lifetime == 45.0
     card = (out / "MODEL_CARD.md").read_text()
     assert "chosen on the validation windows" in card and "| aa @5 min | stldm |" in card
-    assert "| blend_spread | estimate_lifetime | CRPS | calibrated |" in card
+    assert "| blend_spread | estimate_lifetime | antithetic | CRPS | calibrated |" in card
     assert "among the calibrated trials" not in card
     assert manifest["scores"]["validation"]["seeds"] == 2 and "each with 2 seeds, pooled" in card
     by_lead = manifest["scores"]["validation"]["spread_skill_by_lead"]["aa @5 min"]
