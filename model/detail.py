@@ -85,7 +85,7 @@ def renewed_detail(detail: torch.Tensor, generators: Sequence[torch.Generator], 
     step_minutes : minutes between leads.
     lifetime : minutes, > 0; the e-folding time of the correlation with the observed detail.
     antithetic : member ``2j + 1`` takes the negated innovations of member ``2j``
-        (:mod:`model.pairs`); its own generator is left unused.
+        (:mod:`model.pairs`); the draws of its own generator are discarded.
 
     Returns
     -------

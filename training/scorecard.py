@@ -9,9 +9,8 @@ scores as ``nowcast evaluate`` (``verification.evaluate.score_windows``).
 Defaults are chosen here, on validation windows, never on the held-out ones: each of
 ``--advection``, ``--matching``, ``--motion-spread``, ``--guidance``, ``--guidance-share``, the
 three lifetimes, ``--detail``, ``--blend-spread``, ``--antithetic`` and ``--steps`` takes one or more
-values; every
-combination is scored and the one with the lowest fair CRPS (mean over the groups and lead
-times) is kept. With
+values; every combination is scored and the one with the lowest fair CRPS (mean over the groups
+and lead times) is kept. With
 ``--steps-tolerance r``, the trial with the fewest denoiser passes (:func:`network_passes`)
 among those within ``(1 + r)`` times the lowest CRPS is kept instead (the sampler's time grows
 with the passes; skill hardly does). With ``--select calibrated`` (the default) the choice is made
