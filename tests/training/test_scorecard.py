@@ -226,36 +226,15 @@ def test_the_calibrated_rule_keeps_the_lowest_crps_among_ensembles_whose_spread_
         choose([wide], select="sharpest")
 
 
-def test_a_negative_steps_tolerance_is_refused_before_any_window_is_scored(tmp_path, capsys):
+@pytest.mark.parametrize("arguments, message", [
+    (["--steps-tolerance", "-0.1"], "--steps-tolerance must be >= 0, got -0.1"),
+    (["--blend-spread", "0", "1.5"], "--blend-spread must be in [0, 1], got [0.0, 1.5]"),
+    (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    (["--estimate-lifetime", "0", "-30"], "--estimate-lifetime must be >= 0 minutes, got [0.0, -30.0]"),
+])
+def test_a_value_out_of_range_is_refused_before_any_window_is_scored(tmp_path, capsys, arguments, message):
     from training.scorecard import main
 
     with pytest.raises(SystemExit):  # the checkpoint does not exist: nothing was loaded
-        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
-              "--steps-tolerance", "-0.1"])
-    assert "--steps-tolerance must be >= 0, got -0.1" in capsys.readouterr().err
-
-
-def test_a_blend_spread_outside_0_1_is_refused_before_any_window_is_scored(tmp_path, capsys):
-    from training.scorecard import main
-
-    with pytest.raises(SystemExit):
-        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
-              "--blend-spread", "0", "1.5"])
-    assert "--blend-spread must be in [0, 1], got [0.0, 1.5]" in capsys.readouterr().err
-
-
-def test_fewer_than_one_seed_is_refused_before_any_window_is_scored(tmp_path, capsys):
-    from training.scorecard import main
-
-    with pytest.raises(SystemExit):
-        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--seeds", "0"])
-    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
-
-
-def test_a_negative_estimate_lifetime_is_refused_before_any_window_is_scored(tmp_path, capsys):
-    from training.scorecard import main
-
-    with pytest.raises(SystemExit):
-        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"),
-              "--estimate-lifetime", "0", "-30"])
-    assert "--estimate-lifetime must be >= 0 minutes, got [0.0, -30.0]" in capsys.readouterr().err
+        main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"), *arguments])
+    assert message in capsys.readouterr().err
