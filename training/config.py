@@ -62,6 +62,13 @@ HELP = {
                       "with weight exp(-lead / this), as the service's extrapolation_lifetime (0: none)",
     "ensemble_detail": "minutes; the ensemble objective adds the last input frame's detail renewed member "
                        "by member with this lifetime, as the service's detail='renew' (0: none)",
+    "ensemble_guidance": "guidance scale of the ensemble objective's guided DDIM steps, as the service's "
+                         "guidance",
+    "ensemble_blend_spread": "share of their departures from the ensemble mean the ensemble objective's "
+                             "members keep in the blend, as the service's blend_spread (0: linear blend)",
+    "ensemble_estimate": "minutes; the ensemble objective's blend goes from the last frame to the first "
+                         "estimate with this e-folding lead time, as the service's estimate_lifetime "
+                         "(0: the last frame alone)",
     "steps": "optimiser steps in total", "batch_size": "windows per step and process",
     "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
     "warmup_steps": "linear warm-up from 0.1 x lr", "min_lr": "learning rate at the end of the cosine",
@@ -121,6 +128,9 @@ class TrainConfig:
     ensemble_steps: int = 5
     ensemble_blend: float = 90.0
     ensemble_detail: float = 60.0
+    ensemble_guidance: float = 2.0
+    ensemble_blend_spread: float = 0.5
+    ensemble_estimate: float = 180.0
     steps: int = 1500
     batch_size: int = 4
     lr: float = 1e-4
@@ -167,9 +177,12 @@ class TrainConfig:
         if self.motion_kmh and self.advection == "dense":
             raise ValueError("motion_kmh adds a uniform motion to bulk or ground windows; it does not "
                              "apply to advection='dense'")
-        if min(self.ensemble_weight, self.ensemble_blend, self.ensemble_detail) < 0:
-            raise ValueError("ensemble_weight, ensemble_blend and ensemble_detail must be >= 0, got "
-                             f"{self.ensemble_weight}, {self.ensemble_blend} and {self.ensemble_detail}")
+        if min(self.ensemble_weight, self.ensemble_blend, self.ensemble_detail, self.ensemble_estimate) < 0:
+            raise ValueError("ensemble_weight, ensemble_blend, ensemble_detail and ensemble_estimate must "
+                             f"be >= 0, got {self.ensemble_weight}, {self.ensemble_blend}, "
+                             f"{self.ensemble_detail} and {self.ensemble_estimate}")
+        if not 0.0 <= self.ensemble_blend_spread <= 1.0:
+            raise ValueError(f"ensemble_blend_spread must be in [0, 1], got {self.ensemble_blend_spread}")
         if self.ensemble_weight and (self.ensemble_members < 2 or self.ensemble_steps < 1):
             raise ValueError("the ensemble objective needs ensemble_members >= 2 and ensemble_steps >= 1, "
                              f"got {self.ensemble_members} and {self.ensemble_steps}")

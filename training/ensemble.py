@@ -3,11 +3,14 @@
 The diffusion loss teaches the denoiser one noise level at a time; nothing in it scores the
 ensemble the service returns, and on the CPU runs lower diffusion loss stopped meaning better
 members (README, Training). This term does: for every window it samples ``members`` members with
-the service's few-step DDIM loop (:func:`model.sampler.ddim_latents`, guidance on the first
-``GUIDANCE_SHARE`` of the steps, gradients through every step and the translator's condition),
-decodes some leads, blends them with the last input frame as the service does at short leads
-(``w = exp(-lead / blend_minutes)``, in the window's frame: under ``--advection dense`` that is
-extrapolation), adds the last frame's detail renewed member by member as the service's
+the service's few-step DDIM loop (:func:`model.sampler.ddim_latents`, guidance ``guidance`` on
+the first ``GUIDANCE_SHARE`` of the steps, gradients through every step and the translator's
+condition), decodes some leads, blends them with the last input frame as the service does at
+short leads (``w = exp(-lead / blend_minutes)``, in the window's frame: under ``--advection
+dense`` that is extrapolation; the members keep ``blend_spread`` of their departures from their
+mean as the service's ``blend_spread`` does, :func:`model.sampler.blend_members`, and the blend
+goes more and more to the translator's decoded first estimate as its ``estimate_lifetime``
+does), adds the last frame's detail renewed member by member as the service's
 ``detail="renew"`` does (:func:`model.detail.renewed_detail`, the blend then going to the last
 frame's decoding), and scores them against the truth with the fair CRPS (Ferro et al. 2008), the score
 ``nowcast evaluate`` reports, in mm/h through the checkpoint's own transform. A proper score
@@ -17,15 +20,16 @@ another in the way the truth is uncertain: placement and spread together.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from model.detail import renewed_detail
-from model.sampler import ddim_latents
+from model.sampler import blend_members, ddim_latents
 from model.transform import PixelTransform
 from training.objective import frame_subset
 
-GUIDANCE = 1.0  # the shipped defaults: guidance 1 on the first 40 % of the steps
-GUIDANCE_SHARE = 0.4
+GUIDANCE_SHARE = 0.4  # the shipped defaults: guidance on the first 40 % of the steps
 
 
 def pixels_to_rain(pixels: torch.Tensor, transform: PixelTransform) -> torch.Tensor:
@@ -49,37 +53,43 @@ def fair_crps(members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return error - pairs / (m * (m - 1))
 
 
-def ensemble_crps(model, x: torch.Tensor, y: torch.Tensor, *, valid: torch.Tensor | None,
-                  step: torch.Tensor | None, members: int = 2, steps: int = 5,
-                  blend_minutes: float = 90.0, detail_minutes: float = 60.0,
-                  pixel_frames: int = 6) -> torch.Tensor:
-    """Mean fair CRPS in mm/h of ``members`` sampled members over valid cells of some leads.
+def sampled_members(model, x: torch.Tensor, *, step: torch.Tensor | None, members: int = 2, steps: int = 5,
+                    blend_minutes: float = 90.0, detail_minutes: float = 60.0, pixel_frames: int = 6,
+                    guidance: float = 2.0, blend_spread: float = 0.5,
+                    estimate_minutes: float = 180.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``members`` members per window as the service makes them (module docstring), with gradients.
 
     Parameters
     ----------
     model : STLDM; its VAE is used as it is (train it with another term, or freeze it).
-    x : (B, T_in, H, W) input frames and y : (B, T_out, H, W) truth, pixels in [0, 1], in the
-        frame the model forecasts in.
-    valid : (B, T_in + T_out, H, W) bool, optional; cells with data.
+    x : (B, T_in, H, W) input frames, pixels in [0, 1], in the frame the model forecasts in.
     step : (B,) minutes between frames, optional (a model with a step embedding); without it
         leads count 5 minutes each for the blend.
     members, steps : ensemble size (>= 2) and DDIM steps per member.
     blend_minutes : e-folding lead time of the blend with the last input frame (0: none).
     detail_minutes : lifetime of the renewed detail of the last input frame (0: none, and the
         blend goes to the last frame itself). Its noise comes from generators seeded by torch's
-        global RNG.
-    pixel_frames : decode and score only this many leads, drawn at random (0: all).
+        global RNG, as the members' starting noise does.
+    pixel_frames : decode only this many leads, drawn at random (0: all).
+    guidance : CFG scale of the guided steps (the shipped default 2).
+    blend_spread : the share of their departures from the ensemble mean the members keep in the
+        blend (:func:`model.sampler.blend_members`; 0: the linear blend).
+    estimate_minutes : with the blend, the e-folding lead time of the last frame in what the blend
+        goes to, the rest being the translator's decoded first estimate (0: the last frame alone).
+
+    Returns
+    -------
+    (B, members, L, H, W) pixels, not clipped to [0, 1], and the (L,) indices of their leads.
     """
-    config = model.config
     b, t_in, height, width = x.shape
-    t_out = y.shape[1]
     mean, _ = model.vae.encode(x.reshape(-1, 1, height, width))
     z = mean.reshape(b, t_in, *mean.shape[1:])
     mu, _ = model.translator(z, step)
+    t_out = mu.shape[1]
     cond = mu.repeat_interleave(members, dim=0)
     extra = model.extra_condition(x, z)
     latents = ddim_latents(
-        model.denoiser, model.scheduler, cond, torch.randn_like(cond), steps=steps, guidance=GUIDANCE,
+        model.denoiser, model.scheduler, cond, torch.randn_like(cond), steps=steps, guidance=guidance,
         guidance_share=GUIDANCE_SHARE, step=None if step is None else step.repeat_interleave(members),
         extra=None if extra is None else extra.repeat_interleave(members, dim=0))
     leads = frame_subset(t_out, pixel_frames, x.device)
@@ -98,11 +108,36 @@ def ensemble_crps(model, x: torch.Tensor, y: torch.Tensor, *, valid: torch.Tenso
                 for i in range(b)])[:, :, leads]
     if blend_minutes > 0:
         lead_minutes = torch.tensor(minutes, device=x.device)[:, None] * (leads[None].float() + 1)
-        weight = torch.exp(-lead_minutes / blend_minutes)  # (B, L)
-        out = torch.lerp(out, anchor[:, None, None].expand_as(out), weight[:, None, :, None, None])
+        lead_minutes = lead_minutes[:, None, :, None, None]  # (B, 1, L, 1, 1)
+        target = anchor[:, None, None]
+        if estimate_minutes > 0:  # towards the first estimate as the lead grows
+            first = model.vae.decode(mu[:, leads].flatten(0, 1))[:, 0]
+            first = first.reshape(b, 1, len(leads), height, width)
+            target = torch.lerp(first, target, torch.exp(-lead_minutes / estimate_minutes))
+        weight = torch.exp(-lead_minutes / blend_minutes)
+        if blend_spread > 0:
+            out = blend_members(out, target, weight, blend_spread)
+        else:
+            out = torch.lerp(out, target.expand_as(out), weight)
     if detail_minutes > 0:
         out = out + detail
-    transform = config.transform
+    return out, leads
+
+
+def ensemble_crps(model, x: torch.Tensor, y: torch.Tensor, *, valid: torch.Tensor | None,
+                  step: torch.Tensor | None, **sampling: Any) -> torch.Tensor:
+    """Mean fair CRPS in mm/h of the :func:`sampled_members` over valid cells of their leads.
+
+    Parameters
+    ----------
+    model, x, step : as :func:`sampled_members`.
+    y : (B, T_out, H, W) truth, pixels in [0, 1], in the frame the model forecasts in.
+    valid : (B, T_in + T_out, H, W) bool, optional; cells with data.
+    sampling : keyword arguments of :func:`sampled_members` (members, steps, blend_minutes, ...).
+    """
+    out, leads = sampled_members(model, x, step=step, **sampling)
+    transform = model.config.transform
+    t_in = x.shape[1]
     rain = pixels_to_rain(out.clamp(0.0, 1.0), transform).transpose(0, 1)  # (M, B, L, H, W)
     score = fair_crps(rain, pixels_to_rain(y[:, leads], transform))
     if valid is None:

@@ -141,7 +141,10 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
                              ensemble_weight=config.ensemble_weight,
                              ensemble={"members": config.ensemble_members, "steps": config.ensemble_steps,
                                        "blend_minutes": config.ensemble_blend,
-                                       "detail_minutes": config.ensemble_detail})
+                                       "detail_minutes": config.ensemble_detail,
+                                       "guidance": config.ensemble_guidance,
+                                       "blend_spread": config.ensemble_blend_spread,
+                                       "estimate_minutes": config.ensemble_estimate})
     ddp = (torch.nn.parallel.DistributedDataParallel(
         loss_module, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=True) if world > 1 else loss_module)

@@ -10,7 +10,7 @@ import torch
 
 from model.transform import PixelTransform
 from training.config import TrainConfig
-from training.ensemble import ensemble_crps, fair_crps, pixels_to_rain
+from training.ensemble import ensemble_crps, fair_crps, pixels_to_rain, sampled_members
 from verification.ensemble_metrics import fair_crps as reference_crps
 
 
@@ -69,6 +69,40 @@ def test_ensemble_crps_scores_only_cells_with_data(tiny_model):
     assert scores[0] > 0 and scores[1] == pytest.approx(scores[0], rel=1e-6)
 
 
+def test_the_members_blend_as_the_service_blends_them(tiny_model):
+    """The blend with the last frame: linear, keeping the members' spread, and towards the first
+    estimate, as the service's extrapolation_lifetime, blend_spread and estimate_lifetime."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64) * 0.6
+    common = {"step": None, "members": 3, "steps": 1, "detail_minutes": 0.0, "pixel_frames": 0}
+
+    def members(**blend):
+        torch.manual_seed(1)  # the same starting noise every time
+        with torch.no_grad():
+            return sampled_members(tiny_model, x, **common, **blend)
+
+    raw, leads = members(blend_minutes=0.0)
+    weight = torch.exp(-5.0 * (leads.float() + 1) / 30.0)[None, None, :, None, None]
+    last = x[:, -1][:, None, None]
+    linear, _ = members(blend_minutes=30.0, blend_spread=0.0, estimate_minutes=0.0)
+    torch.testing.assert_close(linear, weight * last + (1 - weight) * raw)
+
+    kept, _ = members(blend_minutes=30.0, blend_spread=0.5, estimate_minutes=0.0)
+    torch.testing.assert_close(kept.mean(dim=1), linear.mean(dim=1))
+    keep = torch.maximum(1 - weight, 0.5 * (1 - weight.square()).sqrt())
+    torch.testing.assert_close(kept - kept.mean(dim=1, keepdim=True),
+                               keep * (raw - raw.mean(dim=1, keepdim=True)))
+    assert (keep > 1 - weight).any()  # wider than the linear blend at some lead
+
+    towards, _ = members(blend_minutes=30.0, blend_spread=0.0, estimate_minutes=60.0)
+    with torch.no_grad():
+        mean, _ = tiny_model.vae.encode(x.reshape(-1, 1, 64, 64))
+        mu, _ = tiny_model.translator(mean.reshape(2, 3, *mean.shape[1:]), None)
+        first = tiny_model.vae.decode(mu.flatten(0, 1))[:, 0].reshape(2, 1, -1, 64, 64)[:, :, leads]
+    v = torch.exp(-5.0 * (leads.float() + 1) / 60.0)[None, None, :, None, None]
+    torch.testing.assert_close(towards, linear + weight * (1 - v) * (first - last), atol=1e-5, rtol=1e-5)
+
+
 def test_the_ensemble_objective_refuses_what_it_cannot_score():
     with pytest.raises(ValueError, match="ensemble_members >= 2"):
         TrainConfig(ensemble_weight=1.0, ensemble_members=1)
@@ -77,3 +111,7 @@ def test_the_ensemble_objective_refuses_what_it_cannot_score():
             TrainConfig(ensemble_weight=1.0, strategy=strategy)
     with pytest.raises(ValueError, match="must be >= 0"):
         dataclasses.replace(TrainConfig(), ensemble_blend=-1.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        dataclasses.replace(TrainConfig(), ensemble_estimate=-1.0)
+    with pytest.raises(ValueError, match=r"ensemble_blend_spread must be in \[0, 1\]"):
+        dataclasses.replace(TrainConfig(), ensemble_blend_spread=1.5)
