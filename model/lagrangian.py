@@ -145,7 +145,7 @@ def displacements(velocity: torch.Tensor, steps: int,
     return (torch.stack(out, dim=1) / scale).permute(0, 1, 4, 2, 3).contiguous()
 
 
-def warp(fields: torch.Tensor, displacement: torch.Tensor, *, outval: float = 0.0) -> torch.Tensor:
+def warp(fields: torch.Tensor, displacement: torch.Tensor, *, outval: float | None = 0.0) -> torch.Tensor:
     """``fields`` moved by ``displacement``: ``out[..., p] = fields[..., p + D(p)]``, bilinear.
 
     Parameters
@@ -153,7 +153,7 @@ def warp(fields: torch.Tensor, displacement: torch.Tensor, *, outval: float = 0.
     fields : (..., H, W) or (..., C, H, W) when ``displacement`` has one leading axis fewer
         (C fields moved alike).
     displacement : (..., 2, H, W); zero rows move nothing.
-    outval : value of cells whose departure point lies beyond the grid.
+    outval : value of cells whose departure point lies beyond the grid (None: the nearest edge value).
     """
     h, w = fields.shape[-2:]
     lead = displacement.shape[:-3]

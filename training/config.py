@@ -69,6 +69,8 @@ HELP = {
     "ensemble_estimate": "minutes; the ensemble objective's blend goes from the last frame to the first "
                          "estimate with this e-folding lead time, as the service's estimate_lifetime "
                          "(0: the last frame alone)",
+    "ensemble_motion_spread": "size of the ensemble objective's member-wise motion perturbations, as the "
+                              "service's motion_spread (1: pysteps' sizes; 0: none)",
     "steps": "optimiser steps in total", "batch_size": "windows per step and process",
     "lr": "peak learning rate", "weight_decay": "AdamW weight decay (not on norms and biases)",
     "warmup_steps": "linear warm-up from 0.1 x lr", "min_lr": "learning rate at the end of the cosine",
@@ -131,6 +133,7 @@ class TrainConfig:
     ensemble_guidance: float = 2.0
     ensemble_blend_spread: float = 0.5
     ensemble_estimate: float = 180.0
+    ensemble_motion_spread: float = 0.0
     steps: int = 1500
     batch_size: int = 4
     lr: float = 1e-4
@@ -181,6 +184,8 @@ class TrainConfig:
             raise ValueError("ensemble_weight, ensemble_blend, ensemble_detail and ensemble_estimate must "
                              f"be >= 0, got {self.ensemble_weight}, {self.ensemble_blend}, "
                              f"{self.ensemble_detail} and {self.ensemble_estimate}")
+        if self.ensemble_motion_spread < 0:
+            raise ValueError(f"ensemble_motion_spread must be >= 0, got {self.ensemble_motion_spread}")
         if not 0.0 <= self.ensemble_blend_spread <= 1.0:
             raise ValueError(f"ensemble_blend_spread must be in [0, 1], got {self.ensemble_blend_spread}")
         if self.ensemble_weight and (self.ensemble_members < 2 or self.ensemble_steps < 1):

@@ -12,7 +12,9 @@ mean as the service's ``blend_spread`` does, :func:`model.sampler.blend_members`
 goes more and more to the translator's decoded first estimate as its ``estimate_lifetime``
 does), adds the last frame's detail renewed member by member as the service's
 ``detail="renew"`` does (:func:`model.detail.renewed_detail`, the blend then going to the last
-frame's decoding), and scores them against the truth with the fair CRPS (Ferro et al. 2008), the score
+frame's decoding), moves each member by its own motion perturbation as the service's
+``motion_spread`` does under ``--advection dense`` (:func:`random_shifts`), and scores them
+against the truth with the fair CRPS (Ferro et al. 2008), the score
 ``nowcast evaluate`` reports, in mm/h through the checkpoint's own transform. A proper score
 of an ensemble rewards members that are each close to the truth and different from one
 another in the way the truth is uncertain: placement and spread together.
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from model.detail import renewed_detail
+from model.lagrangian import bps_perturbation, laplace_from_uniform, warp
 from model.sampler import blend_members, ddim_latents
 from model.transform import PixelTransform
 from training.objective import frame_subset
@@ -53,10 +56,43 @@ def fair_crps(members: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return error - pairs / (m * (m - 1))
 
 
+def member_shifts(direction: torch.Tensor, eps: torch.Tensor, t_out: int, *, minutes: list[float],
+                  cell_km: float, spread: float) -> torch.Tensor:
+    """(B, M, t_out, 2) cells: how far the service's motion perturbations (STEPS' ``bps``,
+    :func:`model.lagrangian.bps_perturbation`, ``spread`` times pysteps' sizes) move each member's
+    leads from where the unperturbed motion puts them, for rain moving along ``direction``, as
+    displacements of :func:`model.lagrangian.warp` (lead ``l`` of the member is its field at
+    ``p + D_l``: rain moving along ``+v`` comes from ``p - v``).
+
+    Parameters
+    ----------
+    direction : (B, 2) unit (x, y) vectors, the rain's direction of motion per window.
+    eps : (B, M, 2) per member the parallel and perpendicular draws (Laplace, unit variance).
+    minutes : (B,) minutes per step of each window.
+    """
+    unit = direction[:, :, None, None]  # a uniform field per window
+    per_step = torch.cat([bps_perturbation(unit[i:i + 1], eps[i:i + 1], steps=t_out, step_minutes=minutes[i],
+                                           cell_km=cell_km, spread=spread) for i in range(len(minutes))])
+    return -per_step[..., 0, 0].cumsum(dim=2)  # the drift adds up step by step
+
+
+def random_shifts(b: int, members: int, t_out: int, *, minutes: list[float], cell_km: float,
+                  spread: float) -> torch.Tensor:
+    """:func:`member_shifts` of Laplace draws in a random direction per window, from torch's
+    global RNG (as the members' starting noise). The service perturbs along the rain's own
+    motion, which a window in the moving frame no longer shows; the training windows are rotated
+    at random anyway, and the size of the drift, growing with lead time, is what spreads the
+    members."""
+    angle = 2 * torch.pi * torch.rand(b, 1)
+    direction = torch.cat((angle.cos(), angle.sin()), dim=1)
+    eps = laplace_from_uniform(torch.rand(b, members, 2, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)).float()
+    return member_shifts(direction, eps, t_out, minutes=minutes, cell_km=cell_km, spread=spread)
+
+
 def sampled_members(model, x: torch.Tensor, *, step: torch.Tensor | None, members: int = 2, steps: int = 5,
                     blend_minutes: float = 90.0, detail_minutes: float = 60.0, pixel_frames: int = 6,
-                    guidance: float = 2.0, blend_spread: float = 0.5,
-                    estimate_minutes: float = 180.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    guidance: float = 2.0, blend_spread: float = 0.5, estimate_minutes: float = 180.0,
+                    motion_spread: float = 0.0, cell_km: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``members`` members per window as the service makes them (module docstring), with gradients.
 
     Parameters
@@ -76,6 +112,8 @@ def sampled_members(model, x: torch.Tensor, *, step: torch.Tensor | None, member
         blend (:func:`model.sampler.blend_members`; 0: the linear blend).
     estimate_minutes : with the blend, the e-folding lead time of the last frame in what the blend
         goes to, the rest being the translator's decoded first estimate (0: the last frame alone).
+    motion_spread : size of the members' motion perturbations (:func:`random_shifts`; 1.0:
+        pysteps' sizes, 0: none), as the service's option of that name; ``cell_km`` the grid spacing.
 
     Returns
     -------
@@ -121,6 +159,10 @@ def sampled_members(model, x: torch.Tensor, *, step: torch.Tensor | None, member
             out = torch.lerp(out, target.expand_as(out), weight)
     if detail_minutes > 0:
         out = out + detail
+    if motion_spread > 0:  # each member drifts by its own perturbation, as the service moves it back
+        shift = random_shifts(b, members, t_out, minutes=minutes, cell_km=cell_km, spread=motion_spread)
+        shift = shift[:, :, leads].to(out)[..., None, None].expand(*out.shape[:3], 2, height, width)
+        out = warp(out, shift, outval=None)  # the edge value beyond the window, not dry cells
     return out, leads
 
 

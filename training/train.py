@@ -144,7 +144,9 @@ def train(config: TrainConfig, *, datasets: tuple[Dataset, Dataset] | None = Non
                                        "detail_minutes": config.ensemble_detail,
                                        "guidance": config.ensemble_guidance,
                                        "blend_spread": config.ensemble_blend_spread,
-                                       "estimate_minutes": config.ensemble_estimate})
+                                       "estimate_minutes": config.ensemble_estimate,
+                                       "motion_spread": config.ensemble_motion_spread,
+                                       "cell_km": config.cell_km})
     ddp = (torch.nn.parallel.DistributedDataParallel(
         loss_module, device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=True) if world > 1 else loss_module)

@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from model.lagrangian import displacements, member_displacements
 from model.transform import PixelTransform
 from training.config import TrainConfig
-from training.ensemble import ensemble_crps, fair_crps, pixels_to_rain, sampled_members
+from training.ensemble import (
+    ensemble_crps,
+    fair_crps,
+    member_shifts,
+    pixels_to_rain,
+    random_shifts,
+    sampled_members,
+)
 from verification.ensemble_metrics import fair_crps as reference_crps
 
 
@@ -103,6 +111,66 @@ def test_the_members_blend_as_the_service_blends_them(tiny_model):
     torch.testing.assert_close(towards, linear + weight * (1 - v) * (first - last), atol=1e-5, rtol=1e-5)
 
 
+def test_member_shifts_are_how_far_the_service_moves_a_perturbed_member():
+    """For rain moving uniformly, the service's perturbed displacements (model.lagrangian) differ
+    from the unperturbed ones by exactly the shifts the objective gives its members."""
+    torch.manual_seed(0)
+    direction = torch.tensor([[0.6, 0.8]])
+    eps = torch.randn(1, 3, 2)
+    velocity = (1.5 * direction)[:, :, None, None].expand(1, 2, 16, 16)
+    for minutes in (2.0, 5.0, 6.0):
+        service = member_displacements(velocity, 12, eps=eps, step_minutes=minutes, cell_km=1.0, spread=1.5)
+        drift = service - displacements(velocity, 12)[:, None]  # (1, 3, 12, 2, 16, 16)
+        shifts = member_shifts(direction, eps, 12, minutes=[minutes], cell_km=1.0, spread=1.5)
+        torch.testing.assert_close(drift[..., 8, 8], shifts, atol=1e-4, rtol=1e-4)
+    wider = member_shifts(direction, eps, 12, minutes=[6.0], cell_km=1.0, spread=3.0)
+    torch.testing.assert_close(wider, 2 * shifts, atol=1e-5, rtol=1e-5)  # linear in the spread
+
+
+def test_motion_perturbations_move_each_member_by_its_own_drift(tiny_model, monkeypatch):
+    import training.ensemble as ensemble
+
+    x = torch.rand(2, 3, 64, 64) * 0.6
+    common = {"step": torch.tensor([5.0, 2.0]), "members": 3, "steps": 1, "detail_minutes": 0.0,
+              "pixel_frames": 0, "blend_minutes": 30.0}
+    calls = []
+
+    def whole_cells(b, members, t_out, *, minutes, cell_km, spread):  # member k: k cells along x
+        calls.append((b, members, t_out, minutes, cell_km, spread))
+        shifts = torch.zeros(b, members, t_out, 2)
+        shifts[..., 0] = torch.arange(members, dtype=torch.float32)[None, :, None]
+        return shifts
+
+    monkeypatch.setattr(ensemble, "random_shifts", whole_cells)
+
+    def members(**options):
+        torch.manual_seed(1)  # the same starting noise every time
+        with torch.no_grad():
+            return sampled_members(tiny_model, x, **common, **options)[0]
+
+    still, moved = members(), members(motion_spread=1.5, cell_km=2.0)
+    assert calls == [(2, 3, tiny_model.config.t_out, [5.0, 2.0], 2.0, 1.5)]
+    for k in range(3):  # out[p] = member[p + shift]: member k read k cells to the right
+        torch.testing.assert_close(moved[:, k, ..., : 64 - k], still[:, k, ..., k:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(moved[:, 2, ..., -1], still[:, 2, ..., -1])  # the edge value beyond it
+    torch.testing.assert_close(members(motion_spread=0.0), still)  # no option, no drift
+    assert len(calls) == 1
+
+
+def test_random_shifts_draw_laplace_sizes_in_every_direction():
+    torch.manual_seed(0)
+    shifts = random_shifts(2000, 2, 12, minutes=[5.0] * 2000, cell_km=1.0, spread=1.0)[:, :, -1]
+    angles = torch.atan2(shifts[..., 1], shifts[..., 0]).flatten()
+    counts = torch.histc(angles, bins=4, min=-torch.pi, max=torch.pi)
+    assert counts.min() > 0.2 * counts.sum()  # no preferred direction
+    expected = member_shifts(torch.tensor([[1.0, 0.0]]), torch.tensor([[[1.0, 0.0]]]), 12, minutes=[5.0],
+                             cell_km=1.0, spread=1.0)[0, 0, -1, 0]  # a parallel draw of size 1
+    rms = shifts.norm(dim=-1).square().mean().sqrt()
+    perpendicular = member_shifts(torch.tensor([[1.0, 0.0]]), torch.tensor([[[0.0, 1.0]]]), 12, minutes=[5.0],
+                                  cell_km=1.0, spread=1.0)[0, 0, -1, 1]
+    assert float(rms) == pytest.approx(float((expected**2 + perpendicular**2).sqrt()), rel=0.1)
+
+
 def test_the_ensemble_objective_refuses_what_it_cannot_score():
     with pytest.raises(ValueError, match="ensemble_members >= 2"):
         TrainConfig(ensemble_weight=1.0, ensemble_members=1)
@@ -113,5 +181,7 @@ def test_the_ensemble_objective_refuses_what_it_cannot_score():
         dataclasses.replace(TrainConfig(), ensemble_blend=-1.0)
     with pytest.raises(ValueError, match="must be >= 0"):
         dataclasses.replace(TrainConfig(), ensemble_estimate=-1.0)
+    with pytest.raises(ValueError, match="ensemble_motion_spread must be >= 0"):
+        dataclasses.replace(TrainConfig(), ensemble_motion_spread=-0.5)
     with pytest.raises(ValueError, match=r"ensemble_blend_spread must be in \[0, 1\]"):
         dataclasses.replace(TrainConfig(), ensemble_blend_spread=1.5)
