@@ -171,6 +171,9 @@ def _init_training(manifest: dict) -> dict | None:
 CARD_FLAGS = ("strategy", "size", "stride", "batch_size", "pixel_frames", "advection", "motion_kmh", "steps",
               "lr", "warmup_steps", "ema_decay")
 ADVANCED_FLAGS = ("strategy", "size", "batch_size", "pixel_frames")  # on the card when not the default
+# the ensemble objective's settings, on the card with ensemble_weight when not the default
+ENSEMBLE_FLAGS = ("ensemble_members", "ensemble_steps", "ensemble_blend", "ensemble_detail",
+                  "ensemble_guidance", "ensemble_blend_spread", "ensemble_estimate", "ensemble_motion_spread")
 
 
 def _train_command(cfg: dict) -> str:
@@ -187,6 +190,10 @@ def _train_command(cfg: dict) -> str:
         if not value or value == "none" or (key in ADVANCED_FLAGS and value == defaults[key]):
             continue
         words.append(f"--{key.replace('_', '-')} {value}")
+    if cfg.get("ensemble_weight"):  # the ensemble objective, and its settings that are not the defaults
+        words.append(f"--ensemble-weight {cfg['ensemble_weight']}")
+        words += [f"--{key.replace('_', '-')} {cfg[key]}" for key in ENSEMBLE_FLAGS
+                  if cfg.get(key) is not None and cfg[key] != defaults[key]]
     return " ".join(words)
 
 
@@ -234,8 +241,17 @@ def _by_lead_section(by_lead: dict | None) -> str:
             "as much as their mean errs; below 1, too little).\n\n" + "\n".join(lines) + "\n\n")
 
 
+def _checkpoint_text(checkpoint: Path | None) -> str:
+    """Which of the run's checkpoints was scored, from its folder's name."""
+    if checkpoint is None or checkpoint.name == "best":
+        return "the lowest validation loss of the run"
+    if checkpoint.name == "last":
+        return "the run's last step"
+    return f"`{checkpoint}`, as given"
+
+
 def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance: float = 0.0, *,
-               select: str = "crps") -> str:
+               select: str = "crps", checkpoint: Path | None = None) -> str:
     training = manifest["training"]
     cfg, data = training["config"], training["data"]
     rows = []
@@ -280,7 +296,7 @@ held-out regions are never trained on or selected on.
   AdamW lr {cfg['lr']} (warm-up {cfg['warmup_steps']}, cosine to {cfg['min_lr']}), weight decay
   {cfg['weight_decay']}, clipping {cfg['grad_clip']}, EMA {cfg['ema_decay']}, seed {cfg['seed']}.
 - Wall time: {training['wall_seconds'] / 60:.1f} min on {json.dumps(training['hardware'])}.
-{_stages(training.get('init_training'))}- Checkpoint: the lowest validation loss of the run.
+{_stages(training.get('init_training'))}- Checkpoint: {_checkpoint_text(checkpoint)}.
 
 ## Defaults, chosen on the validation windows
 
@@ -414,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                           "command": " ".join(["python -m training.scorecard", *(argv or sys.argv[1:])])}
     (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials, args.steps_tolerance,
-                                                        select=args.select))
+                                                        select=args.select, checkpoint=args.checkpoint))
     log.info("wrote %s with defaults %s", args.out, options)
     return 0
 

@@ -35,6 +35,21 @@ def test_the_card_of_a_fine_tuned_model_gives_every_stage_in_order():
     assert ("--init checkpoints/default --advection bulk --steps 900 --lr 0.0001 --warmup-steps 150 "
             "--ema-decay 0.998") in _commands(moving)
     assert "--advection" not in _commands({**first, "config": {**first["config"], "advection": "none"}})
+    crps = _training({"name": "crps", "init": "checkpoints/default", "strategy": "frozen_vae", "steps": 250,
+                      "ensemble_weight": 1.0, "ensemble_motion_spread": 1.5, "ensemble_blend": 90.0}, 250)
+    objective = "--warmup-steps 150 --ensemble-weight 1.0 --ensemble-motion-spread 1.5"
+    assert objective in _commands(crps)  # the objective and what it changed, not its defaults (blend 90)
+    assert "--ensemble" not in _commands(first)
+
+
+def test_the_card_names_the_checkpoint_of_the_run_it_scored():
+    from pathlib import Path
+
+    from training.scorecard import _checkpoint_text
+
+    assert _checkpoint_text(Path("runs/a/best")) == "the lowest validation loss of the run"
+    assert _checkpoint_text(Path("runs/a/last")) == "the run's last step"
+    assert _checkpoint_text(Path("checkpoints/default")) == "`checkpoints/default`, as given"
 
 
 def test_init_summary_follows_the_chain_of_fine_tunes(tmp_path):
