@@ -62,7 +62,8 @@ bench-service: $(STAMP)
 
 # The default model's recipe (training/recipe.py) on this machine in MINUTES (default 55): the VAE,
 # then the model in the dense Lagrangian frame on 64-cell windows, then on 128-cell windows (the
-# served size), then the scorecard choosing its defaults on the validation windows; the checkpoint
+# served size), then the ensemble objective (members sampled and perturbed as the service does),
+# then the scorecard choosing its defaults on the validation windows; the checkpoint
 # lands in runs/default-final. A stage stopped by the budget
 # continues with `$(VENV)/bin/nowcast train ... --resume` (the command is in its log).
 MINUTES ?= 55

@@ -14,7 +14,13 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
    (``--full-size``, 128 cells; a quarter of the windows per step, a third of the learning rate),
    so that the translator and the denoiser see the latent grid they are served on (README,
    training step 12); ``--full-size 0`` leaves it out;
-4. the scorecard (the rest): the defaults (motion perturbations, ``blend_spread``, DDIM steps and
+4. ``ensemble`` (10 %): the translator and the denoiser (the VAE frozen) on the ensemble objective
+   as well (``--ensemble-weight 1``, :mod:`training.ensemble`: the fair CRPS of members sampled,
+   blended and moved by their own motion perturbations as the service makes them), on windows of
+   the last stage's size at a third of the main stage's learning rate (README, training step
+   19); its last step is scored, the validation loss not being what it lowers;
+   ``--ensemble-steps 0`` leaves it out;
+5. the scorecard (the rest): the defaults (motion perturbations, ``blend_spread``, DDIM steps and
    the share of them that apply guidance: among the calibrated combinations, or the least
    miscalibrated when none is, ``--select``, the fewest denoiser
    passes within ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the
@@ -42,7 +48,7 @@ from training.scorecard import SELECTIONS
 
 log = logging.getLogger(__name__)
 
-STAGE_SHARES = {"vae": 0.2, "main": 0.55, "full": 0.15}  # the scorecard gets the rest
+STAGE_SHARES = {"vae": 0.2, "main": 0.45, "full": 0.15, "ensemble": 0.1}  # the scorecard gets the rest
 
 
 def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -73,7 +79,25 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
         batch = max(1, args.batch_size * args.size ** 2 // args.full_size ** 2)
         lr = f"{args.lr / 3:.3g}"
         stages["full"] = dense("full", "main", args.full_steps, lr, args.full_size, batch, evals=4)
+    if args.ensemble_steps:  # from the last stage's best, on its windows
+        steps, size = args.ensemble_steps, args.full_size or args.size
+        start = Path("runs") / f"{args.name}-{list(stages)[-1]}" / "best"
+        stages["ensemble"] = [
+            "--name", f"{args.name}-ensemble", "--init", str(start),
+            "--strategy", "frozen_vae", "--ensemble-weight", "1",
+            "--ensemble-motion-spread", str(args.ensemble_motion_spread), "--pixel-frames", "6",
+            "--advection", "dense", "--steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
+            "--lr", f"{args.lr / 3:.3g}", "--ema-decay", "0.998", "--eval-every", str(max(1, steps // 2)),
+            "--max-minutes", f"{STAGE_SHARES['ensemble'] * args.minutes:.2f}",
+            *shape(size, max(2, args.batch_size // 2)), *common]
     return stages  # bf16 autocast is the default on CUDA
+
+
+def scored_checkpoint(stages: dict[str, list[str]], name: str) -> Path:
+    """The checkpoint of the last stage that the scorecard scores: its best (lowest validation
+    loss), or for the ensemble stage its last step (the loss is not what that stage lowers)."""
+    last_stage = list(stages)[-1]
+    return Path("runs") / f"{name}-{last_stage}" / ("last" if last_stage == "ensemble" else "best")
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -86,10 +110,11 @@ def run(args: argparse.Namespace) -> Path:
         log.info("stage %s: nowcast train %s", stage, " ".join(argv))
         if train_main(argv) != 0:
             raise RuntimeError(f"stage {stage} failed")
-    last_stage = Path("runs") / f"{args.name}-{list(stages)[-1]}"
-    best = last_stage / "best"
+    best = scored_checkpoint(stages, args.name)
+    last_stage = best.parent
     if args.no_scorecard:  # e.g. on a GPU machine without pysteps: score it where pysteps is
-        shutil.copytree(best, args.out, dirs_exist_ok=True)
+        shutil.copytree(best, args.out, dirs_exist_ok=True,  # no optimiser state: 16 MB come back
+                        ignore=shutil.ignore_patterns("training_state.pt"))
         shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
         return Path(args.out)
     card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
@@ -115,7 +140,7 @@ def run(args: argparse.Namespace) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.recipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default="recipe", help="runs/<name>-vae, -main and -full")
+    parser.add_argument("--name", default="recipe", help="runs/<name>-vae, -main, -full and -ensemble")
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/radar/events")])
     parser.add_argument("--out", type=Path, default=Path("runs/recipe-final"), help="the scored checkpoint")
     parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget of all stages")
@@ -127,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--full-size", type=int, default=128,
                         help="window side of the last stage, the size the service forecasts (0: none)")
     parser.add_argument("--full-steps", type=int, default=1000, help="steps of the last stage")
+    parser.add_argument("--ensemble-steps", type=int, default=250,
+                        help="steps of the ensemble objective's stage (0: none)")
+    parser.add_argument("--ensemble-motion-spread", type=float, default=1.5,
+                        help="size of the motion perturbations of that stage's members (the service's "
+                        "motion_spread)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)

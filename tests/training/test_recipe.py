@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from training.recipe import build_parser, main, stage_arguments
+from training.recipe import build_parser, main, scored_checkpoint, stage_arguments
 
 
 def test_the_stages_are_the_vae_then_the_dense_frame_from_the_vae_then_served_size_windows() -> None:
     args = build_parser().parse_args(["--name", "r", "--minutes", "10", "--vae-steps", "100",
                                       "--steps", "400", "--device", "cuda", "--batch-size", "64"])
     stages = stage_arguments(args)
-    assert list(stages) == ["vae", "main", "full"]
-    vae, main_stage, full = stages["vae"], stages["main"], stages["full"]
+    assert list(stages) == ["vae", "main", "full", "ensemble"]
+    vae, main_stage, full, ensemble = stages["vae"], stages["main"], stages["full"], stages["ensemble"]
     assert vae[vae.index("--strategy") + 1] == "vae" and vae[vae.index("--max-minutes") + 1] == "2.00"
     assert main_stage[main_stage.index("--init") + 1] == "runs/r-vae/best"
     assert main_stage[main_stage.index("--advection") + 1] == "dense"
     assert main_stage[main_stage.index("--batch-size") + 1] == "64"
-    assert main_stage[main_stage.index("--max-minutes") + 1] == "5.50"
+    assert main_stage[main_stage.index("--max-minutes") + 1] == "4.50"
     assert main_stage[main_stage.index("--size") + 1] == "64"
     assert full[full.index("--init") + 1] == "runs/r-main/best"
     assert full[full.index("--size") + 1] == "128" and full[full.index("--stride") + 1] == "64"
     assert full[full.index("--batch-size") + 1] == "16"  # the main stage's pixels per step
     assert full[full.index("--advection") + 1] == "dense"
     assert full[full.index("--max-minutes") + 1] == "1.50"
-    no_full = build_parser().parse_args(["--name", "r", "--full-size", "0"])
+    assert ensemble[ensemble.index("--init") + 1] == "runs/r-full/best"
+    assert ensemble[ensemble.index("--strategy") + 1] == "frozen_vae"  # the VAE as the full stage left it
+    assert ensemble[ensemble.index("--ensemble-weight") + 1] == "1"
+    assert ensemble[ensemble.index("--ensemble-motion-spread") + 1] == "1.5"
+    assert ensemble[ensemble.index("--size") + 1] == "128"
+    assert ensemble[ensemble.index("--lr") + 1] == "0.0001"
+    assert ensemble[ensemble.index("--max-minutes") + 1] == "1.00"
+    assert scored_checkpoint(stages, "r") == Path("runs/r-ensemble/last")  # its loss is not its aim
+    no_full = build_parser().parse_args(["--name", "r", "--full-size", "0", "--ensemble-steps", "0"])
     assert list(stage_arguments(no_full)) == ["vae", "main"]
+    assert scored_checkpoint(stage_arguments(no_full), "r") == Path("runs/r-main/best")
+    small = build_parser().parse_args(["--name", "r", "--full-size", "0"])
+    assert stage_arguments(small)["ensemble"][stage_arguments(small)["ensemble"].index("--init") + 1] == (
+        "runs/r-main/best")
 
 
 @pytest.mark.slow
@@ -46,14 +59,20 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "final"
     assert main(["--name", "tiny", "--data", str(events), "--minutes", "5", "--vae-steps", "2",
-                 "--steps", "2", "--full-steps", "2", "--batch-size", "4", "--threads", "1", "--members", "2",
+                 "--steps", "2", "--full-steps", "2", "--ensemble-steps", "2", "--batch-size", "4",
+                 "--threads", "1", "--members", "2",
                  "--ddim-steps", "1", "2", "--max-windows", "2", "--motion-spread", "0", "1",
                  "--detail-lifetime", "120", "--blend-spread", "0.5", "--estimate-lifetime", "60",
                  "--scorecard-seeds", "2", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["config"]["advection"] == "dense"
     assert manifest["training"]["config"]["size"] == 128  # the last stage, on served-size windows
-    main_stage = manifest["training"]["init_training"]
+    assert manifest["training"]["config"]["ensemble_weight"] == 1.0  # the last stage: the ensemble objective
+    assert manifest["training"]["config"]["ensemble_motion_spread"] == 1.5
+    assert manifest["training"]["config"]["strategy"] == "frozen_vae"
+    full_stage = manifest["training"]["init_training"]
+    assert full_stage["config"]["size"] == 128 and full_stage["config"]["strategy"] == "end_to_end"
+    main_stage = full_stage["init_training"]
     assert main_stage["config"]["size"] == 64 and main_stage["config"]["strategy"] == "end_to_end"
     assert main_stage["init_training"]["config"]["strategy"] == "vae"
     assert manifest["nowcast"]["motion_spread"] in (0.0, 1.0) and manifest["nowcast"]["advection"] == "dense"
