@@ -30,9 +30,9 @@ The steps of each stage are set by ``--vae-steps`` and ``--steps``; the budget o
 stage that runs late, validating and saving as it stops (``--max-minutes``). With ``--device
 cuda`` it trains under bf16 autocast (``nowcast train``'s default there) with ``--batch-size``
 windows per step. Every stage's command is logged and recorded in the checkpoints' manifests,
-so the card lists the stages. With ``--no-scorecard`` the best checkpoint is copied to ``--out``
-unscored, to be scored where pysteps is installed (a lent GPU machine has none:
-``make train-gpu``).
+so the card lists the stages. With ``--no-scorecard`` the last stage's checkpoint
+(:func:`scored_checkpoint`) is copied to ``--out`` unscored, to be scored where pysteps is
+installed (a lent GPU machine has none: ``make train-gpu``).
 """
 
 from __future__ import annotations
@@ -59,12 +59,14 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
     def shape(size: int, batch: int) -> list[str]:
         return ["--size", str(size), "--stride", str(size // 2), "--batch-size", str(batch)]
 
-    def dense(stage: str, init: str, steps: int, lr: str, size: int, batch: int, evals: int) -> list[str]:
-        """End to end in the dense frame from stage ``init``'s best checkpoint, validated ``evals`` times."""
+    def dense(stage: str, init: str, steps: int, lr: str, size: int, batch: int, evals: int, *,
+              strategy: str = "end_to_end", warmup: int = 20, extra: tuple[str, ...] = ()) -> list[str]:
+        """``strategy`` in the dense frame from stage ``init``'s best checkpoint, validated ``evals``
+        times, ``1 / warmup`` of the steps warming up, with the ``extra`` arguments."""
         start = Path("runs") / f"{args.name}-{init}" / "best"
-        return ["--name", f"{args.name}-{stage}", "--init", str(start),
-                "--strategy", "end_to_end", "--pixel-frames", "6", "--advection", "dense",
-                "--steps", str(steps), "--warmup-steps", str(max(1, steps // 20)), "--lr", lr,
+        return ["--name", f"{args.name}-{stage}", "--init", str(start), *extra,
+                "--strategy", strategy, "--pixel-frames", "6", "--advection", "dense",
+                "--steps", str(steps), "--warmup-steps", str(max(1, steps // warmup)), "--lr", lr,
                 "--ema-decay", "0.998", "--eval-every", str(max(1, steps // evals)),
                 "--max-minutes", f"{STAGE_SHARES[stage] * args.minutes:.2f}", *shape(size, batch), *common]
 
@@ -80,16 +82,10 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
         lr = f"{args.lr / 3:.3g}"
         stages["full"] = dense("full", "main", args.full_steps, lr, args.full_size, batch, evals=4)
     if args.ensemble_steps:  # from the last stage's best, on its windows
-        steps, size = args.ensemble_steps, args.full_size or args.size
-        start = Path("runs") / f"{args.name}-{list(stages)[-1]}" / "best"
-        stages["ensemble"] = [
-            "--name", f"{args.name}-ensemble", "--init", str(start),
-            "--strategy", "frozen_vae", "--ensemble-weight", "1",
-            "--ensemble-motion-spread", str(args.ensemble_motion_spread), "--pixel-frames", "6",
-            "--advection", "dense", "--steps", str(steps), "--warmup-steps", str(max(1, steps // 10)),
-            "--lr", f"{args.lr / 3:.3g}", "--ema-decay", "0.998", "--eval-every", str(max(1, steps // 2)),
-            "--max-minutes", f"{STAGE_SHARES['ensemble'] * args.minutes:.2f}",
-            *shape(size, max(2, args.batch_size // 2)), *common]
+        objective = ("--ensemble-weight", "1", "--ensemble-motion-spread", str(args.ensemble_motion_spread))
+        stages["ensemble"] = dense("ensemble", list(stages)[-1], args.ensemble_steps, f"{args.lr / 3:.3g}",
+                                   args.full_size or args.size, max(2, args.batch_size // 2), evals=2,
+                                   strategy="frozen_vae", warmup=10, extra=objective)
     return stages  # bf16 autocast is the default on CUDA
 
 
@@ -110,14 +106,14 @@ def run(args: argparse.Namespace) -> Path:
         log.info("stage %s: nowcast train %s", stage, " ".join(argv))
         if train_main(argv) != 0:
             raise RuntimeError(f"stage {stage} failed")
-    best = scored_checkpoint(stages, args.name)
-    last_stage = best.parent
+    scored = scored_checkpoint(stages, args.name)
+    last_stage = scored.parent
     if args.no_scorecard:  # e.g. on a GPU machine without pysteps: score it where pysteps is
-        shutil.copytree(best, args.out, dirs_exist_ok=True,  # no optimiser state: 16 MB come back
+        shutil.copytree(scored, args.out, dirs_exist_ok=True,  # no optimiser state: 16 MB come back
                         ignore=shutil.ignore_patterns("training_state.pt"))
         shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
         return Path(args.out)
-    card = ["--checkpoint", str(best), "--out", str(args.out), "--members", str(args.members),
+    card = ["--checkpoint", str(scored), "--out", str(args.out), "--members", str(args.members),
             "--steps", *[str(v) for v in args.ddim_steps], "--steps-tolerance", str(args.steps_tolerance),
             "--motion-spread", *[str(v) for v in args.motion_spread],
             "--guidance", *[str(v) for v in args.guidance],
@@ -198,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--motion-cache", type=Path, default=Path("runs/cache/motion"),
                         help="motion fields of the windows (computed where missing: needs pysteps)")
     parser.add_argument("--no-scorecard", action="store_true",
-                        help="copy the best checkpoint to --out unscored (run training.scorecard later)")
+                        help="copy the last stage's checkpoint to --out unscored (run training.scorecard "
+                        "later)")
     return parser
 
 
