@@ -147,7 +147,8 @@ def init_summary(init: Path) -> dict | None:
     training = manifest.get("training") or {}
     cfg = training.get("config") or {}
     keys = ("name", "init", "data", "size", "stride", "pixel_frames", "advection", "motion_kmh", "steps",
-            "batch_size", "lr", "warmup_steps", "ema_decay", "strategy", "seed")
+            "batch_size", "lr", "warmup_steps", "ema_decay", "strategy", "seed", "ensemble_weight",
+            *ENSEMBLE_FLAGS)  # the card writes each stage's command from these
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},

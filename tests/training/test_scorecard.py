@@ -74,6 +74,24 @@ def test_init_summary_follows_the_chain_of_fine_tunes(tmp_path):
     assert init_summary(tmp_path / "missing") is None
 
 
+def test_the_card_keeps_the_ensemble_objective_of_an_earlier_stage(tmp_path):
+    import json
+
+    from training.scorecard import _commands, init_summary
+
+    folder = tmp_path / "crps"
+    folder.mkdir()
+    config = {"name": "crps", "strategy": "frozen_vae", "steps": 250, "ensemble_weight": 1.0,
+              "ensemble_motion_spread": 1.5}
+    manifest = {"format": "stldm-checkpoint", "format_version": 1, "model_version": "crps",
+                "training": {"step": 250, "wall_seconds": 60.0, "config": config}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    later = {"step": 250, "config": {"name": "next", "init": str(folder), "steps": 250},
+             "init_training": init_summary(folder)}
+    stage = [line for line in _commands(later).splitlines() if "--name crps " in line]
+    assert stage and "--ensemble-weight 1.0 --ensemble-motion-spread 1.5" in stage[0]
+
+
 def test_init_summary_skips_an_init_folder_overwritten_by_the_model_itself(tmp_path):
     import json
 
