@@ -150,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--full-steps", type=int, default=1000, help="steps of the last stage")
     parser.add_argument("--ensemble-steps", type=int, default=250,
                         help="steps of the ensemble objective's stage (0: none)")
-    parser.add_argument("--ensemble-motion-spread", type=float, default=1.5,
+    parser.add_argument("--ensemble-motion-spread", type=float, default=2.0,
                         help="size of the motion perturbations of that stage's members (the service's "
-                        "motion_spread)")
+                        "motion_spread; larger than the served size, so that the denoiser leaves the "
+                        "spread of the rain's motion to them: README, training step 20)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ def test_the_stages_are_the_vae_then_the_dense_frame_from_the_vae_then_served_si
     assert ensemble[ensemble.index("--init") + 1] == "runs/r-full/best"
     assert ensemble[ensemble.index("--strategy") + 1] == "frozen_vae"  # the VAE as the full stage left it
     assert ensemble[ensemble.index("--ensemble-weight") + 1] == "1"
-    assert ensemble[ensemble.index("--ensemble-motion-spread") + 1] == "1.5"
+    assert ensemble[ensemble.index("--ensemble-motion-spread") + 1] == "2.0"
     assert ensemble[ensemble.index("--size") + 1] == "128"
     assert ensemble[ensemble.index("--lr") + 1] == "0.0001"
     assert ensemble[ensemble.index("--max-minutes") + 1] == "1.00"
@@ -68,7 +68,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert manifest["training"]["config"]["advection"] == "dense"
     assert manifest["training"]["config"]["size"] == 128  # the last stage, on served-size windows
     assert manifest["training"]["config"]["ensemble_weight"] == 1.0  # the last stage: the ensemble objective
-    assert manifest["training"]["config"]["ensemble_motion_spread"] == 1.5
+    assert manifest["training"]["config"]["ensemble_motion_spread"] == 2.0
     assert manifest["training"]["config"]["strategy"] == "frozen_vae"
     full_stage = manifest["training"]["init_training"]
     assert full_stage["config"]["size"] == 128 and full_stage["config"]["strategy"] == "end_to_end"
