@@ -146,9 +146,8 @@ def init_summary(init: Path) -> dict | None:
         return None
     training = manifest.get("training") or {}
     cfg = training.get("config") or {}
-    keys = ("name", "init", "data", "size", "stride", "pixel_frames", "advection", "motion_kmh", "steps",
-            "batch_size", "lr", "warmup_steps", "ema_decay", "strategy", "seed", "ensemble_weight",
-            *ENSEMBLE_FLAGS)  # the card writes each stage's command from these
+    keys = ("command", "name", "init", "data", *CARD_FLAGS, "seed", "ensemble_weight",
+            *ENSEMBLE_FLAGS)  # what the card writes each stage's command from (_train_command)
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
