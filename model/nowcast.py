@@ -196,6 +196,7 @@ class Nowcaster:
             raise ValueError(f"one model call needs one padded shape and one step, got {sorted(shapes)}")
         config = self.config
         step = inputs[0].step_minutes
+        options = options.for_step(step)  # the checkpoint's motion_spread for this step, where it has one
         start = time.perf_counter()
         x = torch.from_numpy(np.stack([i.pixels for i in inputs]))
         fields = [i.motion for i in inputs if i.motion is not None]

@@ -72,7 +72,10 @@ class NowcastOptions:
     ``estimate_lifetime`` the minutes over which that blend's target goes from the last frame to
     the translator's first estimate (0: the last frame at every lead; :func:`model.sampler.blend_target`);
     ``antithetic`` whether the members come in mirrored pairs (:mod:`model.pairs`);
-    ``thresholds`` of the exceedance probabilities in mm/h.
+    ``thresholds`` of the exceedance probabilities in mm/h; ``motion_spread_by_step`` the
+    checkpoint's ``motion_spread`` for each radar time step, ``(minutes, size)`` pairs, kept when
+    the request leaves ``motion_spread`` out (:meth:`for_step` applies it once the step is known;
+    empty: ``motion_spread`` at every step).
     """
 
     members: int
@@ -90,6 +93,14 @@ class NowcastOptions:
     blend_spread: float = 0.0
     estimate_lifetime: float = 0.0
     antithetic: bool = False
+    motion_spread_by_step: tuple[tuple[int, float], ...] = ()
+
+    def for_step(self, step_minutes: int) -> NowcastOptions:
+        """These options for radar of ``step_minutes``: ``motion_spread`` that step's size where
+        ``motion_spread_by_step`` lists it, the map then dropped (the options a nowcast ran with)."""
+        sizes = dict(self.motion_spread_by_step)
+        spread = sizes.get(int(step_minutes), self.motion_spread)
+        return dataclasses.replace(self, motion_spread=spread, motion_spread_by_step=())
 
     def group_key(self) -> tuple:
         """Jobs whose options share this key can be sampled in one call (seeds may differ)."""
@@ -105,7 +116,9 @@ class NowcastDefaults:
     """What a checkpoint serves and its default options.
 
     ``step_minutes`` lists the radar time steps the model serves; ``cell_km`` is the grid
-    spacing it was trained at (None when unknown); the rest are the defaults of
+    spacing it was trained at (None when unknown); ``motion_spread_by_step`` the default
+    ``motion_spread`` of each step that has its own (the manifest's ``{"minutes": size}``; a step
+    it does not list takes ``motion_spread``); the rest are the defaults of
     :class:`NowcastOptions` (``seed`` 0).
     """
 
@@ -125,6 +138,7 @@ class NowcastDefaults:
     blend_spread: float = 0.0
     estimate_lifetime: float = 0.0
     antithetic: bool = False
+    motion_spread_by_step: tuple[tuple[int, float], ...] = ()
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any], config) -> NowcastDefaults:
@@ -139,10 +153,13 @@ class NowcastDefaults:
         fallback = {"steps": config.diffusion.sample_steps, "advection": training.get("advection") or "none"}
         given = {name: read(block[name] if name in block else fallback.get(name, getattr(cls, name)))
                  for name, read in OPTIONS.items()}
-        return cls(step_minutes=served, cell_km=None if cell_km is None else float(cell_km), **given)
+        return cls(step_minutes=served, cell_km=None if cell_km is None else float(cell_km),
+                   motion_spread_by_step=sizes_by_step(block.get("motion_spread_by_step") or {}), **given)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready; ``motion_spread_by_step`` as ``{"minutes": size}``."""
+        return {**dataclasses.asdict(self),
+                "motion_spread_by_step": {str(step): size for step, size in self.motion_spread_by_step}}
 
     def resolve(self, *, seed: int = 0, train_steps: int = 50, **overrides: Any) -> NowcastOptions:
         """The options of a nowcast: ``overrides`` by name (:data:`OPTIONS`), ``None`` taking
@@ -151,9 +168,12 @@ class NowcastDefaults:
         unknown = sorted(set(overrides) - set(OPTIONS))
         if unknown:
             raise TypeError(f"not nowcast options: {unknown}; the options are {list(OPTIONS)}")
-        opts = NowcastOptions(seed=int(seed), **{
+        # the sizes by step hold unless the request gives its own size, which then holds at every step
+        by_step = self.motion_spread_by_step if overrides.get("motion_spread") is None else ()
+        opts = NowcastOptions(seed=int(seed), motion_spread_by_step=by_step, **{
             name: read(getattr(self, name) if overrides.get(name) is None else overrides[name])
             for name, read in OPTIONS.items()})
+        sizes = (opts.motion_spread, *dict(by_step).values())
         checks = [
             (opts.members >= 1, f"members must be >= 1, got {opts.members}"),
             (1 <= opts.steps <= train_steps, f"steps must be in [1, {train_steps}], got {opts.steps}"),
@@ -163,8 +183,8 @@ class NowcastDefaults:
             (opts.seed >= 0, f"seed must be >= 0, got {opts.seed}"),
             (opts.matching in MATCHINGS, f"matching must be one of {MATCHINGS}, got {opts.matching!r}"),
             (opts.advection in ADVECTIONS, f"advection must be one of {ADVECTIONS}, got {opts.advection!r}"),
-            (0.0 <= opts.motion_spread <= 10.0,
-             f"motion_spread must be in [0, 10], got {opts.motion_spread}"),
+            (all(0.0 <= size <= 10.0 for size in sizes),
+             f"motion_spread must be in [0, 10], got {opts.motion_spread} (by step: {dict(by_step)})"),
             (0.0 <= opts.detail_lifetime <= MAX_LIFETIME,
              f"detail_lifetime must be in [0, {MAX_LIFETIME:g}] minutes, got {opts.detail_lifetime}"),
             (opts.detail in DETAILS, f"detail must be one of {DETAILS}, got {opts.detail!r}"),
@@ -182,9 +202,21 @@ class NowcastDefaults:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        if opts.motion_spread > 0 and opts.advection == "dense" and self.cell_km is None:
+        if max(sizes) > 0 and opts.advection == "dense" and self.cell_km is None:
             raise ValueError("motion_spread needs the checkpoint's cell size (manifest cell_km)")
         return opts
+
+
+def sizes_by_step(values: dict[Any, Any]) -> tuple[tuple[int, float], ...]:
+    """``{minutes: size}`` (a manifest's JSON, keys as text) -> sorted ``(minutes, size)`` pairs;
+    ``ValueError`` for a step that is not a whole number of minutes >= 1."""
+    pairs = []
+    for step, size in values.items():
+        minutes = float(step)
+        if minutes != int(minutes) or minutes < 1:
+            raise ValueError(f"motion_spread_by_step: steps are whole minutes >= 1, got {step!r}")
+        pairs.append((int(minutes), float(size)))
+    return tuple(sorted(pairs))
 
 
 def utc(time: dt.datetime) -> dt.datetime:

@@ -80,7 +80,14 @@ def validation_scores(nowcaster: Nowcaster, windows: list, options: NowcastOptio
                for name, r in results.items()}
     return {"groups": table, "windows": {n: r["windows"] for n, r in results.items()}, "seeds": seeds,
             "spread_skill_by_lead": by_lead,
+            "step_minutes": {name: g["step"] for name, g in sorted(groups.items())},
+            "crps_all_leads": {name: r["scores"]["stldm"]["crps_all_leads"] for name, r in results.items()},
             "stldm_crps_all_leads": float(np.mean([c for c in crps if c is not None])) if crps else None}
+
+
+def _jsonable_options(options: NowcastOptions) -> dict:
+    """A trial's options as its manifest stores them (no per-step sizes: the trial's one size)."""
+    return {k: v for k, v in dataclasses.asdict(options).items() if k != "motion_spread_by_step"}
 
 
 def network_passes(options: dict) -> int:
@@ -135,6 +142,52 @@ def choose(trials: list[dict], steps_tolerance: float = 0.0, *, select: str = "c
     best = min(t["scores"]["stldm_crps_all_leads"] for t in trials)
     close = [t for t in trials if t["scores"]["stldm_crps_all_leads"] <= best * (1 + steps_tolerance)]
     return min(close, key=lambda t: (network_passes(t["options"]), t["scores"]["stldm_crps_all_leads"]))
+
+
+def by_step_trials(trials: list[dict]) -> list[dict]:
+    """Trials that take a different motion perturbation size at each radar time step, put
+    together from ``trials`` without another forecast.
+
+    Trials that differ in ``motion_spread`` alone and were scored on the same windows and seeds
+    give, group by group, the scores every choice of one size per step would: a group (one
+    network at one step) sees only its step's size. For every such set and every choice that is
+    not the same size at all steps, the trial of that choice: its options with
+    ``motion_spread_by_step`` (``{"minutes": size}``; ``motion_spread`` the size at 5 minutes, or
+    at the first step, what a request with no step gets), each group's scores from the trial of
+    its step's size, and their mean fair CRPS. The rule of :func:`choose` then weighs them with
+    the others: per-step sizes are kept only where they calibrate or score better on the
+    validation windows.
+    """
+    sets: dict[str, list[dict]] = {}
+    for trial in trials:
+        if trial["options"].get("motion_spread_by_step") or "crps_all_leads" not in trial["scores"]:
+            continue
+        rest = {k: v for k, v in trial["options"].items() if k != "motion_spread"}
+        sets.setdefault(json.dumps(rest, sort_keys=True), []).append(trial)
+    out = []
+    for same in sets.values():
+        by_size = {t["options"]["motion_spread"]: t for t in same}
+        steps = sorted(set(same[0]["scores"]["step_minutes"].values()))
+        if len(by_size) < 2 or len(steps) < 2:
+            continue
+        for sizes in itertools.product(sorted(by_size), repeat=len(steps)):
+            if len(set(sizes)) == 1:
+                continue
+            size_of = dict(zip(steps, sizes, strict=True))
+            base = by_size[sizes[0]]["scores"]
+            scores = {key: {} for key in ("groups", "windows", "spread_skill_by_lead", "crps_all_leads")}
+            for name, step in base["step_minutes"].items():
+                source = by_size[size_of[step]]["scores"]
+                for key in scores:
+                    scores[key][name] = source[key][name]
+            crps = [c for c in scores["crps_all_leads"].values() if c is not None]
+            plain = size_of.get(5, sizes[0])
+            out.append({"options": {**same[0]["options"], "motion_spread": plain,
+                                    "motion_spread_by_step": {str(k): v for k, v in size_of.items()}},
+                        "scores": {**scores, "seeds": base.get("seeds", 1),
+                                   "step_minutes": base["step_minutes"],
+                                   "stldm_crps_all_leads": float(np.mean(crps)) if crps else None}})
+    return out
 
 
 def init_summary(init: Path) -> dict | None:
@@ -241,6 +294,14 @@ def _by_lead_section(by_lead: dict | None) -> str:
             "as much as their mean errs; below 1, too little).\n\n" + "\n".join(lines) + "\n\n")
 
 
+def _spread_text(options: dict) -> str:
+    """A trial's motion perturbation size, or its size at each step ("2 min: 1.0, 5 min: 1.25")."""
+    by_step = options.get("motion_spread_by_step")
+    if not by_step:
+        return str(options["motion_spread"])
+    return ", ".join(f"{step} min: {size}" for step, size in by_step.items())
+
+
 def _checkpoint_text(checkpoint: Path | None) -> str:
     """Which of the run's checkpoints was scored, from its folder's name."""
     if checkpoint is None or checkpoint.name == "best":
@@ -263,7 +324,7 @@ def model_card(manifest: dict, chosen: dict, trials: list[dict], steps_tolerance
                 "" if v is None else f"{v:.4f}" if abs(v) < 0.1 else f"{v:.3f}" for v in cells) + " |")
     trial_rows = "\n".join(
         f"| {t['options']['steps']} | {t['options']['advection']} | {t['options']['matching']} | "
-        f"{t['options']['motion_spread']} | "
+        f"{_spread_text(t['options'])} | "
         f"{t['options']['guidance']} | {t['options'].get('guidance_share', 1.0)} | "
         f"{t['options'].get('detail_lifetime', 0.0)} | {t['options'].get('detail', 'fade')} | "
         f"{t['options'].get('extrapolation_lifetime', 0.0)} | {t['options'].get('blend_spread', 0.0)} | "
@@ -338,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matching", choices=MATCHINGS, nargs="+", default=["cdf"])
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[0.0],
                         help="sizes of the member-wise motion perturbations to try (dense frame)")
+    parser.add_argument("--motion-spread-by-step", action="store_true",
+                        help="also weigh a different size of --motion-spread at each time step the "
+                        "checkpoint serves (put together from the trials, no more forecasts; "
+                        "the manifest's motion_spread_by_step)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     parser.add_argument("--guidance-share", type=float, nargs="+", default=[1.0],
                         help="shares of the DDIM steps, the noisiest first, that apply guidance, to try")
@@ -418,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
                                     estimate_lifetime=towards, antithetic=paired)
         scores = validation_scores(nowcaster, windows, options, methods=args.methods, seeds=args.seeds)
         log.info("%s: mean CRPS %.4f", options, scores["stldm_crps_all_leads"])
-        trials.append({"options": dataclasses.asdict(options), "scores": scores})
+        trials.append({"options": _jsonable_options(options), "scores": scores})
+    if args.motion_spread_by_step:
+        trials += by_step_trials(trials)
     chosen = choose(trials, args.steps_tolerance, select=args.select)
     if args.out.resolve() != args.checkpoint.resolve():
         shutil.rmtree(args.out, ignore_errors=True)

@@ -210,7 +210,7 @@ def score_windows(nowcaster: Nowcaster, windows: list[Window], options: NowcastO
     windows : ground windows (:func:`radar.split.windows_of`), ``t_in`` inputs and up to
         ``t_out`` leads.
     options : the STLDM options (members also size the STEPS ensemble); window ``i`` uses seed
-        ``seed + i``.
+        ``seed + i``, and its step's ``motion_spread`` where ``motion_spread_by_step`` gives one.
     methods : among :data:`METHODS`.
     thresholds : the event thresholds of the categorical and probabilistic scores.
 
@@ -245,8 +245,9 @@ def score_windows(nowcaster: Nowcaster, windows: list[Window], options: NowcastO
         if run_stldm:
             times = [np.datetime64(t, "s").astype(object) for t in win.times[:t_in]]
             start = time.perf_counter()
+            given = options.for_step(win.step_minutes)  # motion_spread: this step's size, as the service's
             out = nowcaster.nowcast(x, unit="mm/h", timestamps=times, seed=seed + i,
-                                    **{name: getattr(options, name) for name in OPTIONS})
+                                    **{name: getattr(given, name) for name in OPTIONS})
             seconds["stldm"].append(time.perf_counter() - start)
             forecasts["stldm"] = out.members
             forecasts["stldm_first_estimate"] = out.first_estimate[None]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,8 @@ def test_submission_is_queued_as_model_pixels_with_its_options(client, redis, re
     assert request["matching"] is None and request["advection"] is None
     defaults = client.get("/v1/model").json()["defaults"]
     assert defaults["matching"] == "cdf" and defaults["advection"] in ("bulk", "dense")
+    sizes = json.loads((CHECKPOINT / "manifest.json").read_text())["nowcast"].get("motion_spread_by_step", {})
+    assert defaults["motion_spread_by_step"] == sizes  # what a request of each step gets, told to clients
     assert request["timestamps"][-1] == f"{LAST:%Y-%m-%dT%H:%M:%S}Z" and request["step_minutes"] == 5
     expected = np.clip((values + 10) / 70, 0, 1)  # HKO-7 pixels of the default checkpoint
     np.testing.assert_allclose(pixels, expected, atol=1e-6)

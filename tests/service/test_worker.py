@@ -17,6 +17,7 @@ import torch
 
 from model.checkpoint import load_checkpoint, read_manifest
 from model.nowcast import Nowcaster
+from model.options import NowcastDefaults
 from model.precision import bfloat16_supported
 from service import jobs
 from service.worker import Worker
@@ -82,6 +83,20 @@ def test_guidance_share_reaches_the_model_and_the_result(settings, fake_model, s
     assert result_of(call_async, settings.queue, default)["meta"]["guidance_share"] == 1.0
     assert result_of(call_async, settings.queue, share)["meta"]["guidance_share"] == 0.4
 
+
+
+def test_a_job_gets_the_motion_spread_of_its_time_step(settings, fake_model, submit_job, call_async):
+    defaults = NowcastDefaults(step_minutes=(2, 5), cell_km=4.0, advection="dense", motion_spread=1.25,
+                               motion_spread_by_step=((2, 1.0), (5, 1.25)))
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=10)
+    two = [start + dt.timedelta(minutes=2 * i) for i in range(3)]
+    five = submit_job(frames(0.4), seed=1)[0]
+    short = submit_job(frames(0.4), seed=2, timestamps=two, step_minutes=2)[0]
+    asked = submit_job(frames(0.4), seed=3, timestamps=two, step_minutes=2, motion_spread=0.5)[0]
+    worker = Worker(settings, nowcaster=Nowcaster(fake_model, defaults, model_version="fake-1"), name="w1")
+    assert worker.step(block_ms=100) == 3
+    metas = [result_of(call_async, settings.queue, job)["meta"] for job in (five, short, asked)]
+    assert [(m["timestep_minutes"], m["motion_spread"]) for m in metas] == [(5, 1.25), (2, 1.0), (2, 0.5)]
 
 
 def test_detail_reaches_the_model_and_the_result(settings, fake_model, submit_job, call_async):

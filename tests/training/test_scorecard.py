@@ -271,3 +271,39 @@ def test_a_value_out_of_range_is_refused_before_any_window_is_scored(tmp_path, c
     with pytest.raises(SystemExit):  # the checkpoint does not exist: nothing was loaded
         main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "out"), *arguments])
     assert message in capsys.readouterr().err
+
+
+def sized_trial(spread, knmi, mrms, blend=0.5):
+    """A trial scored on a 5-minute and a 2-minute group: (crps over the leads, spread/skill @30, @60)."""
+    groups, crps, by_lead = {}, {}, {}
+    for name, (c, r30, r60) in (("knmi @5 min", knmi), ("mrms @2 min", mrms)):
+        groups[name] = {"stldm": {"crps_30": c, "spread_skill_30": r30, "spread_skill_60": r60}}
+        crps[name], by_lead[name] = c, {"lead_minutes": [30], "spread_skill": [r30]}
+    return {"options": {"steps": 5, "guidance": 2.0, "guidance_share": 0.4, "motion_spread": spread,
+                        "blend_spread": blend},
+            "scores": {"groups": groups, "crps_all_leads": crps, "spread_skill_by_lead": by_lead,
+                       "windows": {"knmi @5 min": 9, "mrms @2 min": 12}, "seeds": 2,
+                       "step_minutes": {"knmi @5 min": 5, "mrms @2 min": 2},
+                       "stldm_crps_all_leads": (knmi[0] + mrms[0]) / 2}}
+
+
+def test_a_size_per_time_step_is_put_together_from_the_trials_and_kept_when_it_alone_calibrates():
+    from training.scorecard import by_step_trials, calibrated, choose
+
+    # 5 minutes needs the larger size to spread enough, 2 minutes the smaller not to over-spread
+    small = sized_trial(1.0, knmi=(0.130, 0.85, 0.95), mrms=(0.310, 1.05, None))
+    large = sized_trial(1.25, knmi=(0.128, 0.98, 1.08), mrms=(0.307, 1.12, None))
+    other = sized_trial(1.0, knmi=(0.120, 0.80, 0.90), mrms=(0.300, 1.30, None), blend=0.0)
+    made = by_step_trials([small, large, other])
+    assert [t["options"]["motion_spread_by_step"] for t in made] == [{"2": 1.0, "5": 1.25},
+                                                                   {"2": 1.25, "5": 1.0}]
+    mixed = made[0]
+    assert mixed["options"]["motion_spread"] == 1.25  # what a request with no step (5 minutes) gets
+    assert mixed["options"]["blend_spread"] == 0.5  # only trials that differ in the size alone are mixed
+    assert mixed["scores"]["groups"]["knmi @5 min"] == large["scores"]["groups"]["knmi @5 min"]
+    assert mixed["scores"]["groups"]["mrms @2 min"] == small["scores"]["groups"]["mrms @2 min"]
+    assert mixed["scores"]["stldm_crps_all_leads"] == pytest.approx((0.128 + 0.310) / 2)
+    assert mixed["scores"]["spread_skill_by_lead"]["knmi @5 min"]["spread_skill"] == [0.98]
+    assert not calibrated(small) and not calibrated(large) and calibrated(mixed)
+    assert choose([small, large, other, *made], select="calibrated") is mixed
+    assert by_step_trials([small, other]) == []  # one size per set of options: nothing to mix
