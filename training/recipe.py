@@ -20,7 +20,8 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
    the last stage's size at a third of the main stage's learning rate (README, training step
    19); its last step is scored, the validation loss not being what it lowers;
    ``--ensemble-steps 0`` leaves it out;
-5. the scorecard (the rest): the defaults (motion perturbations, ``blend_spread``, DDIM steps and
+5. the scorecard (the rest): the defaults (motion perturbations, one size per radar time step
+   where that calibrates or scores better, ``blend_spread``, DDIM steps and
    the share of them that apply guidance: among the calibrated combinations, or the least
    miscalibrated when none is, ``--select``, the fewest denoiser
    passes within ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> Path:
             "--select", args.select, "--threads", str(args.threads), "--seeds", str(args.scorecard_seeds)]
     if args.max_windows:
         card += ["--max-windows", str(args.max_windows)]
+    if args.motion_spread_by_step:
+        card.append("--motion-spread-by-step")
     log.info("scorecard: python -m training.scorecard %s", " ".join(card))
     scorecard.main(card)
     shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
@@ -170,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the scorecard tries")
     parser.add_argument("--motion-spread", type=float, nargs="+", default=[1.0, 1.5, 2.0],
                         help="motion perturbation sizes the scorecard tries")
+    parser.add_argument("--motion-spread-by-step", action=argparse.BooleanOptionalAction, default=True,
+                        help="the scorecard also weighs one of those sizes per radar time step "
+                        "(training.scorecard --motion-spread-by-step; README, training step 21)")
     parser.add_argument("--select", choices=SELECTIONS, default="calibrated",
                         help="how the scorecard chooses (training.scorecard --select)")
     parser.add_argument("--detail-lifetime", type=float, nargs="+", default=[60.0],

@@ -82,6 +82,7 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert manifest["nowcast"]["guidance"] == 2.0  # the recipe's default, the shipped model's
     assert sorted({t["options"]["steps"] for t in manifest["scores"]["trials"]}) == [1, 2]
     assert manifest["scores"]["validation"]["seeds"] == 2 and "--seeds 2" in manifest["scores"]["command"]
+    assert "--motion-spread-by-step" in manifest["scores"]["command"]  # one size per step is weighed too
     assert manifest["nowcast"]["steps"] in (1, 2)
     assert (out / "MODEL_CARD.md").is_file() and (out / "train_log.jsonl").is_file()
     assert (out / "model.safetensors").stat().st_size < 16 * 2**20  # what a GPU run can bring back
