@@ -95,7 +95,8 @@ class NowcastOptions(BaseModel):
     )
     motion_spread: float | None = Field(
         None, ge=0.0, le=10.0, description="with advection 'dense', the size of the member-wise "
-        "motion perturbations (STEPS' bps; 1.0: pysteps' sizes, 0: none)",
+        "motion perturbations (STEPS' bps; 1.0: pysteps' sizes, 0: none); left out, the checkpoint's "
+        "size for the request's time step (GET /v1/model, defaults.motion_spread_by_step)",
     )
     detail_lifetime: float | None = Field(
         None, ge=0.0, le=MAX_LIFETIME, description="minutes over which the detail of the last input frame "
