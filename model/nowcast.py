@@ -36,7 +36,7 @@ import torch
 from model.config import STLDMConfig
 from model.grid import Grid
 from model.lagrangian import dense_motion
-from model.options import NowcastDefaults, NowcastOptions, step_of, utc
+from model.options import NowcastDefaults, NowcastOptions, default_step, step_of, utc
 from model.padding import GridUndo, from_model_grid, to_model_grid
 from model.products import PERCENTILES, ensemble_products, to_rain_rate
 from model.transform import UNITS
@@ -169,7 +169,7 @@ class Nowcaster:
                 raise ValueError(f"step_minutes={step_minutes} contradicts the timestamps' step "
                                  f"of {step} min")
         else:
-            step = step_minutes if step_minutes is not None else (5 if 5 in served else served[0])
+            step = step_minutes if step_minutes is not None else default_step(served)
             if step not in served:
                 raise ValueError(f"step_minutes must be one of the model's steps {list(served)}, got {step}")
         grid = grid or Grid(shape=values.shape[1:])

@@ -219,6 +219,12 @@ def sizes_by_step(values: dict[Any, Any]) -> tuple[tuple[int, float], ...]:
     return tuple(sorted(pairs))
 
 
+def default_step(served: Sequence[int]) -> int:
+    """The step of a request that names none (no timestamps, no step): 5 minutes where served,
+    else the first served step."""
+    return 5 if 5 in served else int(served[0])
+
+
 def utc(time: dt.datetime) -> dt.datetime:
     """Aware UTC datetime; naive times are taken as UTC."""
     return time.replace(tzinfo=dt.timezone.utc) if time.tzinfo is None else time.astimezone(dt.timezone.utc)

@@ -42,7 +42,7 @@ import torch
 
 from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
 from model.nowcast import Nowcaster
-from model.options import ADVECTIONS, DETAILS, MATCHINGS, PRECISIONS, NowcastOptions, flag
+from model.options import ADVECTIONS, DETAILS, MATCHINGS, PRECISIONS, NowcastOptions, default_step, flag
 from model.sampler import guided_steps
 from training.config import TrainConfig
 from verification.evaluate import checkpoint_windows, parse_methods, score_windows, summary
@@ -152,8 +152,8 @@ def by_step_trials(trials: list[dict]) -> list[dict]:
     give, group by group, the scores every choice of one size per step would: a group (one
     network at one step) sees only its step's size. For every such set and every choice that is
     not the same size at all steps, the trial of that choice: its options with
-    ``motion_spread_by_step`` (``{"minutes": size}``; ``motion_spread`` the size at 5 minutes, or
-    at the first step, what a request with no step gets), each group's scores from the trial of
+    ``motion_spread_by_step`` (``{"minutes": size}``; ``motion_spread`` the size at the step a
+    request that names none gets, :func:`model.options.default_step`), each group's scores from the trial of
     its step's size, and their mean fair CRPS. The rule of :func:`choose` then weighs them with
     the others: per-step sizes are kept only where they calibrate or score better on the
     validation windows.
@@ -181,7 +181,7 @@ def by_step_trials(trials: list[dict]) -> list[dict]:
                 for key in scores:
                     scores[key][name] = source[key][name]
             crps = [c for c in scores["crps_all_leads"].values() if c is not None]
-            plain = size_of.get(5, sizes[0])
+            plain = size_of[default_step(steps)]
             out.append({"options": {**same[0]["options"], "motion_spread": plain,
                                     "motion_spread_by_step": {str(k): v for k, v in size_of.items()}},
                         "scores": {**scores, "seeds": base.get("seeds", 1),
