@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from model.vae import reparameterise
 
-STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae", "decoder")
+STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator", "translator", "vae", "decoder")
 RECONSTRUCTION_ONLY = ("vae", "decoder")  # strategies that skip the translator and the denoiser
 COND_DROPS = ("sample", "batch")
 KL_WEIGHT = 1e-6
@@ -91,7 +91,9 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
     """Freeze the parts the strategy keeps fixed; return the parameters left to train.
 
     "end_to_end" trains everything (the paper's default C); "frozen_vae" freezes the VAE (B);
-    "frozen_vae_translator" trains the denoiser alone on a fixed VAE and translator; "vae" trains
+    "frozen_vae_translator" trains the denoiser alone on a fixed VAE and translator; "translator"
+    trains the translator alone (its constraint, and the diffusion loss through the condition it
+    gives the fixed denoiser), so that an ensemble-tuned denoiser is kept; "vae" trains
     the VAE alone on its reconstruction (the VAE part of the paper's A, each part trained alone);
     "decoder" trains the VAE's decoder alone on its reconstruction: the latents, and so the
     translator and the denoiser trained on them, stay valid.
@@ -99,7 +101,8 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     frozen = {"end_to_end": (), "frozen_vae": ("vae",),
-              "frozen_vae_translator": ("vae", "translator"), "vae": ("translator", "denoiser"),
+              "frozen_vae_translator": ("vae", "translator"), "translator": ("vae", "denoiser"),
+              "vae": ("translator", "denoiser"),
               "decoder": ("vae.encoder", "translator", "denoiser")}[strategy]
     for name in ("vae", "translator", "denoiser"):
         model.get_submodule(name).requires_grad_(True)
@@ -201,7 +204,7 @@ def stldm_loss(model, x: torch.Tensor, y: torch.Tensor, *, strategy: str = "end_
     total = diffusion + prior
     if strategy == "end_to_end":
         total = total + vae_term + constraint
-    elif strategy == "frozen_vae":
+    elif strategy in ("frozen_vae", "translator"):
         total = total + constraint
     return LossTerms(total=total, vae=vae_term, constraint=constraint, diffusion=diffusion,
                      prior=prior)

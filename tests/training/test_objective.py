@@ -122,6 +122,19 @@ def test_frozen_vae_translator_strategy_trains_only_the_denoiser(micro_model, ba
     assert has_signal(micro_model.denoiser)
 
 
+def test_translator_strategy_trains_only_the_translator(micro_model, batch):
+    params = apply_strategy(micro_model, "translator")
+    assert {id(p) for p in params} == {id(p) for p in micro_model.translator.parameters()}
+    assert not micro_model.vae.training and not micro_model.denoiser.training
+
+    terms = seeded_loss(micro_model, *batch, 0, strategy="translator")
+    torch.testing.assert_close(terms.total, terms.constraint + terms.diffusion + terms.prior)
+    terms.total.backward()
+    assert all(g is None for g in grads_of(micro_model.vae))
+    assert all(g is None for g in grads_of(micro_model.denoiser))
+    assert has_signal(micro_model.translator)  # the constraint and, through the condition, the diffusion
+
+
 def test_vae_strategy_trains_only_the_vae_on_its_reconstruction(micro_model, batch):
     params = apply_strategy(micro_model, "vae")
     assert {id(p) for p in params} == {id(p) for p in micro_model.vae.parameters()}
@@ -167,7 +180,8 @@ def test_unknown_strategy_raises_naming_the_strategies(micro_model, batch):
         apply_strategy(micro_model, "staged")
     with pytest.raises(ValueError, match="end_to_end"):
         stldm_loss(micro_model, *batch, strategy="staged")
-    assert STRATEGIES == ("end_to_end", "frozen_vae", "frozen_vae_translator", "vae", "decoder")
+    assert STRATEGIES == ("end_to_end", "frozen_vae", "frozen_vae_translator", "translator", "vae",
+                          "decoder")
 
 
 def test_unknown_cond_drop_raises(micro_model, batch):
