@@ -16,7 +16,11 @@ import torch.nn.functional as F
 
 from model.vae import reparameterise
 
-STRATEGIES = ("end_to_end", "frozen_vae", "frozen_vae_translator", "translator", "vae", "decoder")
+# what each training strategy keeps fixed (submodules of STLDM); :func:`apply_strategy` says why
+FROZEN_PARTS = {"end_to_end": (), "frozen_vae": ("vae",), "frozen_vae_translator": ("vae", "translator"),
+                "translator": ("vae", "denoiser"), "vae": ("translator", "denoiser"),
+                "decoder": ("vae.encoder", "translator", "denoiser")}
+STRATEGIES = tuple(FROZEN_PARTS)
 RECONSTRUCTION_ONLY = ("vae", "decoder")  # strategies that skip the translator and the denoiser
 COND_DROPS = ("sample", "batch")
 KL_WEIGHT = 1e-6
@@ -100,13 +104,9 @@ def apply_strategy(model, strategy: str) -> list[torch.nn.Parameter]:
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    frozen = {"end_to_end": (), "frozen_vae": ("vae",),
-              "frozen_vae_translator": ("vae", "translator"), "translator": ("vae", "denoiser"),
-              "vae": ("translator", "denoiser"),
-              "decoder": ("vae.encoder", "translator", "denoiser")}[strategy]
     for name in ("vae", "translator", "denoiser"):
         model.get_submodule(name).requires_grad_(True)
-    for name in frozen:
+    for name in FROZEN_PARTS[strategy]:
         model.get_submodule(name).requires_grad_(False).eval()  # fixed BatchNorm statistics too
     return [p for p in model.parameters() if p.requires_grad]
 
