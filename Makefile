@@ -76,12 +76,16 @@ train: $(STAMP)
 # then run on the device, carrying data/packed (its python3 holds PyTorch; no venv there):
 #   make train-gpu GPU_PY=python3 OUT=$$OUT/checkpoint
 # and score the checkpoint here: python -m training.scorecard --checkpoint runs/gpu-final ...
+# INIT=checkpoints/default continues the shipped weights instead (the served-size and ensemble
+# stages only, with the whole budget; training.recipe --init).
 OUT ?= runs/gpu-final
 GPU_MINUTES ?= 8
 GPU_PY ?= $(PY)
+INIT ?=
+GPU_STAGES = $(if $(INIT),--init $(INIT) --full-steps 3000 --ensemble-steps 1000,--vae-steps 3000 --steps 12000)
 train-gpu:
 	PYTHONPATH=. $(GPU_PY) -m training.recipe --name gpu --data data/packed --motion-cache data/packed/motion \
-		--device cuda --batch-size 64 --minutes $(GPU_MINUTES) --vae-steps 3000 --steps 12000 --lr 5e-4 \
+		--device cuda --batch-size 64 --minutes $(GPU_MINUTES) $(GPU_STAGES) --lr 5e-4 \
 		--no-scorecard --out $(OUT)
 
 pack: $(STAMP)

@@ -27,6 +27,10 @@ under ``runs/NAME-*`` with its own budget (a share of ``M``):
    passes within ``--steps-tolerance`` of the best CRPS) chosen on the validation windows, the
    checkpoint written to ``--out`` with its model card.
 
+With ``--init CHECKPOINT`` (``make train-gpu INIT=checkpoints/default``) the recipe continues a
+trained checkpoint instead: stages 1 and 2 are left out, stage 3 starts from it, and stages 3 and
+4 share the training budget in their proportions.
+
 The steps of each stage are set by ``--vae-steps`` and ``--steps``; the budget only stops a
 stage that runs late, validating and saving as it stops (``--max-minutes``). With ``--device
 cuda`` it trains under bf16 autocast (``nowcast train``'s default there) with ``--batch-size``
@@ -39,6 +43,7 @@ installed (a lent GPU machine has none: ``make train-gpu``).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -60,16 +65,27 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
     def shape(size: int, batch: int) -> list[str]:
         return ["--size", str(size), "--stride", str(size // 2), "--batch-size", str(batch)]
 
-    def dense(stage: str, init: str, steps: int, lr: str, size: int, batch: int, evals: int, *,
+    def start(stage: str | None) -> Path:
+        """Where a stage starts: the best checkpoint of the stage before it, or ``--init``."""
+        return Path(args.init) if stage is None else Path("runs") / f"{args.name}-{stage}" / "best"
+
+    # with --init the stages left share the budget of the training stages in their proportions
+    present = ("full",) * bool(args.full_size) + ("ensemble",) * bool(args.ensemble_steps)
+    if args.init and not present:
+        raise ValueError("--init leaves out the vae and main stages: keep --full-size or --ensemble-steps")
+    scale = sum(STAGE_SHARES.values()) / sum(STAGE_SHARES[s] for s in present) if args.init else 1.0
+
+    def dense(stage: str, init: str | None, steps: int, lr: str, size: int, batch: int, evals: int, *,
               strategy: str = "end_to_end", warmup: int = 20, extra: tuple[str, ...] = ()) -> list[str]:
-        """``strategy`` in the dense frame from stage ``init``'s best checkpoint, validated ``evals``
-        times, ``1 / warmup`` of the steps warming up, with the ``extra`` arguments."""
-        start = Path("runs") / f"{args.name}-{init}" / "best"
-        return ["--name", f"{args.name}-{stage}", "--init", str(start), *extra,
+        """``strategy`` in the dense frame from stage ``init``'s best checkpoint (None: ``--init``),
+        validated ``evals`` times, ``1 / warmup`` of the steps warming up, with the ``extra``
+        arguments."""
+        return ["--name", f"{args.name}-{stage}", "--init", str(start(init)), *extra,
                 "--strategy", strategy, "--pixel-frames", "6", "--advection", "dense",
                 "--steps", str(steps), "--warmup-steps", str(max(1, steps // warmup)), "--lr", lr,
                 "--ema-decay", "0.998", "--eval-every", str(max(1, steps // evals)),
-                "--max-minutes", f"{STAGE_SHARES[stage] * args.minutes:.2f}", *shape(size, batch), *common]
+                "--max-minutes", f"{scale * STAGE_SHARES[stage] * args.minutes:.2f}", *shape(size, batch),
+                *common]
 
     vae = ["--name", f"{args.name}-vae", "--strategy", "vae", "--options", "intensity_loss=true",
            "--steps", str(args.vae_steps), "--warmup-steps", str(max(1, args.vae_steps // 20)),
@@ -77,14 +93,16 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
            "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *shape(args.size, args.batch_size),
            *common]
     main = dense("main", "vae", args.steps, str(args.lr), args.size, args.batch_size, evals=8)
-    stages = {"vae": vae, "main": main}
+    stages = {} if args.init else {"vae": vae, "main": main}
     if args.full_size:  # the same pixels per step as the main stage
         batch = max(1, args.batch_size * args.size ** 2 // args.full_size ** 2)
         lr = f"{args.lr / 3:.3g}"
-        stages["full"] = dense("full", "main", args.full_steps, lr, args.full_size, batch, evals=4)
-    if args.ensemble_steps:  # from the last stage's best, on its windows
+        stages["full"] = dense("full", None if args.init else "main", args.full_steps, lr, args.full_size,
+                               batch, evals=4)
+    if args.ensemble_steps:  # from the last stage's best (or --init), on its windows
         objective = ("--ensemble-weight", "1", "--ensemble-motion-spread", str(args.ensemble_motion_spread))
-        stages["ensemble"] = dense("ensemble", list(stages)[-1], args.ensemble_steps, f"{args.lr / 3:.3g}",
+        before = list(stages)[-1] if stages else None
+        stages["ensemble"] = dense("ensemble", before, args.ensemble_steps, f"{args.lr / 3:.3g}",
                                    args.full_size or args.size, max(2, args.batch_size // 2), evals=2,
                                    strategy="frozen_vae", warmup=10, extra=objective)
     return stages  # bf16 autocast is the default on CUDA
@@ -113,6 +131,11 @@ def run(args: argparse.Namespace) -> Path:
         shutil.copytree(scored, args.out, dirs_exist_ok=True,  # no optimiser state: 16 MB come back
                         ignore=shutil.ignore_patterns("training_state.pt"))
         shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
+        # the stages before it travel in its manifest, for the card of wherever it is scored
+        path = Path(args.out) / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["training"]["init_training"] = scorecard.earlier_training(manifest)
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
         return Path(args.out)
     card = ["--checkpoint", str(scored), "--out", str(args.out), "--members", str(args.members),
             "--steps", *[str(v) for v in args.ddim_steps], "--steps-tolerance", str(args.steps_tolerance),
@@ -143,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("../shared/radar/events")])
     parser.add_argument("--out", type=Path, default=Path("runs/recipe-final"), help="the scored checkpoint")
     parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget of all stages")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from this checkpoint (e.g. checkpoints/default): the vae and main "
+                        "stages are left out, the full and ensemble stages start from it and share the "
+                        "training budget in their proportions")
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--steps", type=int, default=3000, help="steps of the main stage")
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the main stage")

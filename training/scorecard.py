@@ -204,10 +204,10 @@ def init_summary(init: Path) -> dict | None:
     return {"model_version": manifest.get("model_version"), "step": training.get("step"),
             "wall_seconds": training.get("wall_seconds"), "hardware": training.get("hardware"),
             "config": {k: cfg.get(k) for k in keys},
-            "init_training": _init_training(manifest)}
+            "init_training": earlier_training(manifest)}
 
 
-def _init_training(manifest: dict) -> dict | None:
+def earlier_training(manifest: dict) -> dict | None:
     """The stored summary of what a checkpoint started from, else one read from its ``--init``.
 
     An ``--init`` folder overwritten by this very model since (a fine-tune of
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     nowcaster = Nowcaster.from_checkpoint(args.checkpoint, precision=args.precision)
     manifest = read_manifest(args.checkpoint)
-    earlier = _init_training(manifest)
+    earlier = earlier_training(manifest)
     if earlier:
         manifest["training"]["init_training"] = earlier
     windows = checkpoint_windows(manifest, nowcaster, "val", max_windows=args.max_windows)

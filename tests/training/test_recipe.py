@@ -44,18 +44,44 @@ def test_the_stages_are_the_vae_then_the_dense_frame_from_the_vae_then_served_si
         "runs/r-main/best")
 
 
+def test_with_init_the_recipe_continues_a_checkpoint_on_served_size_windows_in_the_whole_budget() -> None:
+    args = build_parser().parse_args(["--name", "g", "--init", "checkpoints/default", "--minutes", "10",
+                                      "--device", "cuda", "--batch-size", "64"])
+    stages = stage_arguments(args)
+    assert list(stages) == ["full", "ensemble"]  # no VAE or 64-cell stage: the checkpoint has them
+    full, ensemble = stages["full"], stages["ensemble"]
+    assert full[full.index("--init") + 1] == "checkpoints/default"
+    assert full[full.index("--size") + 1] == "128" and full[full.index("--strategy") + 1] == "end_to_end"
+    assert ensemble[ensemble.index("--init") + 1] == "runs/g-full/best"
+    minutes = [float(stage[stage.index("--max-minutes") + 1]) for stage in (full, ensemble)]
+    assert minutes == [5.4, 3.6]  # 15 : 10 of the 9 minutes the training stages get
+    only_ensemble = build_parser().parse_args(["--name", "g", "--init", "ck", "--full-size", "0"])
+    ensemble = stage_arguments(only_ensemble)["ensemble"]
+    assert list(stage_arguments(only_ensemble)) == ["ensemble"]
+    assert ensemble[ensemble.index("--init") + 1] == "ck"
+    nothing_left = ["--init", "ck", "--full-size", "0", "--ensemble-steps", "0"]
+    with pytest.raises(ValueError, match="--init leaves out"):
+        stage_arguments(build_parser().parse_args(nothing_left))
+
+
+def tiny_events(folder: Path, write_event) -> Path:
+    """One tile of the model's 128 x 128 cells: a blob drifting east, 90 frames of 5 min (445 min)."""
+    rng = np.random.default_rng(0)
+    t, y, x = np.mgrid[:90, :128, :128].astype(np.float32)
+    centre = (10.0 + 0.5 * t) % 128
+    rain = 10.0 * np.exp(-((y - 64.0) ** 2 + (x - centre) ** 2) / 200.0)
+    rain = (rain * rng.uniform(0.5, 1.5, rain.shape)).astype(np.float32)
+    events = folder / "events"
+    events.mkdir()
+    write_event(events / "tiny_event.nc", rain, spacing_m=4000.0)
+    return events
+
+
 @pytest.mark.slow
 def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget(tmp_path, monkeypatch,
                                                                                   write_event):
     pytest.importorskip("pysteps")
-    rng = np.random.default_rng(0)
-    t, y, x = np.mgrid[:90, :128, :128].astype(np.float32)  # one tile of the model's 128 x 128
-    centre = (10.0 + 0.5 * t) % 128  # a blob drifting east, 90 frames of 5 min (445 min)
-    rain = 10.0 * np.exp(-((y - 64.0) ** 2 + (x - centre) ** 2) / 200.0)
-    rain = (rain * rng.uniform(0.5, 1.5, rain.shape)).astype(np.float32)
-    events = tmp_path / "events"
-    events.mkdir()
-    write_event(events / "tiny_event.nc", rain, spacing_m=4000.0)
+    events = tiny_events(tmp_path, write_event)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "final"
     assert main(["--name", "tiny", "--data", str(events), "--minutes", "5", "--vae-steps", "2",
@@ -85,4 +111,26 @@ def test_the_recipe_trains_scores_and_writes_a_small_checkpoint_on_a_tiny_budget
     assert "--motion-spread-by-step" in manifest["scores"]["command"]  # one size per step is weighed too
     assert manifest["nowcast"]["steps"] in (1, 2)
     assert (out / "MODEL_CARD.md").is_file() and (out / "train_log.jsonl").is_file()
+    assert (out / "model.safetensors").stat().st_size < 16 * 2**20  # what a GPU run can bring back
+
+
+@pytest.mark.slow
+def test_unscored_the_recipe_continues_the_shipped_checkpoint_and_its_manifest_keeps_every_stage(
+        tmp_path, monkeypatch, write_event):
+    pytest.importorskip("pysteps")  # the windows' motion fields (make pack brings them to a GPU machine)
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+    events = tiny_events(tmp_path, write_event)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "gpu-final"
+    assert main(["--name", "g", "--data", str(events), "--init", str(shipped), "--minutes", "5",
+                 "--full-steps", "1", "--ensemble-steps", "1", "--batch-size", "8", "--threads", "1",
+                 "--no-scorecard", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "scores" not in manifest and not (out / "training_state.pt").exists()
+    assert manifest["training"]["config"]["ensemble_weight"] == 1.0
+    full_stage = manifest["training"]["init_training"]  # stored, though runs/g-full stays behind
+    assert full_stage["config"]["init"] == str(shipped) and full_stage["config"]["size"] == 128
+    shipped_manifest = json.loads((shipped / "manifest.json").read_text())
+    assert full_stage["init_training"]["model_version"] == shipped_manifest["model_version"]
+    assert (out / "train_log.jsonl").is_file()
     assert (out / "model.safetensors").stat().st_size < 16 * 2**20  # what a GPU run can bring back
