@@ -72,8 +72,13 @@ def save_checkpoint(model, path: str | Path, *, model_version: str | None = None
         "torch": torch.__version__,
         **(extra or {}),
     }
-    (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(path, manifest)
     return path
+
+
+def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` as the manifest of checkpoint folder ``path`` (indented JSON)."""
+    (Path(path) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

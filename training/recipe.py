@@ -43,12 +43,12 @@ installed (a lent GPU machine has none: ``make train-gpu``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
 from pathlib import Path
 
+from model.checkpoint import read_manifest, write_manifest
 from model.options import DETAILS, flag
 from training.scorecard import SELECTIONS
 
@@ -92,8 +92,9 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
            "--lr", "1e-3", "--eval-every", str(max(1, args.vae_steps // 4)), "--val-members", "0",
            "--max-minutes", f"{STAGE_SHARES['vae'] * args.minutes:.2f}", *shape(args.size, args.batch_size),
            *common]
-    main = dense("main", "vae", args.steps, str(args.lr), args.size, args.batch_size, evals=8)
-    stages = {} if args.init else {"vae": vae, "main": main}
+    stages = {} if args.init else {  # the checkpoint given has been through these
+        "vae": vae,
+        "main": dense("main", "vae", args.steps, str(args.lr), args.size, args.batch_size, evals=8)}
     if args.full_size:  # the same pixels per step as the main stage
         batch = max(1, args.batch_size * args.size ** 2 // args.full_size ** 2)
         lr = f"{args.lr / 3:.3g}"
@@ -132,10 +133,9 @@ def run(args: argparse.Namespace) -> Path:
                         ignore=shutil.ignore_patterns("training_state.pt"))
         shutil.copy(last_stage / "log.jsonl", Path(args.out) / "train_log.jsonl")
         # the stages before it travel in its manifest, for the card of wherever it is scored
-        path = Path(args.out) / "manifest.json"
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(args.out)
         manifest["training"]["init_training"] = scorecard.earlier_training(manifest)
-        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(args.out, manifest)
         return Path(args.out)
     card = ["--checkpoint", str(scored), "--out", str(args.out), "--members", str(args.members),
             "--steps", *[str(v) for v in args.ddim_steps], "--steps-tolerance", str(args.steps_tolerance),

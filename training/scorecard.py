@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
+from model.checkpoint import CheckpointError, read_manifest, write_manifest
 from model.nowcast import Nowcaster
 from model.options import ADVECTIONS, DETAILS, MATCHINGS, PRECISIONS, NowcastOptions, default_step, flag
 from model.sampler import guided_steps
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                            "cell_km": nowcaster.defaults.cell_km}
     manifest["scores"] = {"validation": chosen["scores"], "trials": trials,
                           "command": " ".join(["python -m training.scorecard", *(argv or sys.argv[1:])])}
-    (args.out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(args.out, manifest)
     (args.out / "MODEL_CARD.md").write_text(model_card(manifest, chosen, trials, args.steps_tolerance,
                                                         select=args.select, checkpoint=args.checkpoint))
     log.info("wrote %s with defaults %s", args.out, options)
