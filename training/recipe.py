@@ -95,17 +95,18 @@ def stage_arguments(args: argparse.Namespace) -> dict[str, list[str]]:
     stages = {} if args.init else {  # the checkpoint given has been through these
         "vae": vae,
         "main": dense("main", "vae", args.steps, str(args.lr), args.size, args.batch_size, evals=8)}
+    # each stage starts from the one before it (None: the first stage left starts from --init)
     if args.full_size:  # the same pixels per step as the main stage
         batch = max(1, args.batch_size * args.size ** 2 // args.full_size ** 2)
         lr = f"{args.lr / 3:.3g}"
-        stages["full"] = dense("full", None if args.init else "main", args.full_steps, lr, args.full_size,
+        stages["full"] = dense("full", next(reversed(stages), None), args.full_steps, lr, args.full_size,
                                batch, evals=4)
     if args.ensemble_steps:  # from the last stage's best (or --init), on its windows
         objective = ("--ensemble-weight", "1", "--ensemble-motion-spread", str(args.ensemble_motion_spread))
-        before = list(stages)[-1] if stages else None
-        stages["ensemble"] = dense("ensemble", before, args.ensemble_steps, f"{args.lr / 3:.3g}",
-                                   args.full_size or args.size, max(2, args.batch_size // 2), evals=2,
-                                   strategy="frozen_vae", warmup=10, extra=objective)
+        stages["ensemble"] = dense("ensemble", next(reversed(stages), None), args.ensemble_steps,
+                                   f"{args.lr / 3:.3g}", args.full_size or args.size,
+                                   max(2, args.batch_size // 2), evals=2, strategy="frozen_vae", warmup=10,
+                                   extra=objective)
     return stages  # bf16 autocast is the default on CUDA
 
 
